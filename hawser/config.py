@@ -1,0 +1,103 @@
+"""One typed configuration tree for every service.
+
+Read from the environment with the prefix `HAWSER_` and `__` between levels, for example
+`HAWSER_BUS__KIND=kafka` and `HAWSER_BUS__KAFKA_BOOTSTRAP=127.0.0.1:9092`. Validated at start-up, so
+a typo fails the start instead of the first request.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BusSettings(BaseModel):
+    """Where events go: the embedded durable log (default) or Apache Kafka."""
+
+    kind: Literal["embedded", "kafka"] = "embedded"
+    #: Path of the embedded log's SQLite file; relative paths are under `data_dir`.
+    embedded_path: Path = Path("events.db")
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    #: Partitions of each `events-<app>` topic; consumer groups split work by partition.
+    partitions: int = Field(default=3, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    linger_ms: int = Field(default=5, ge=0, le=1000)
+    #: How long a send may wait for the bus before the device is told to come back later.
+    send_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class RegistrySettings(BaseModel):
+    """The SQL device registry. SQLite under `data_dir` by default; PostgreSQL by URL."""
+
+    #: SQLAlchemy async URL; empty means `sqlite+aiosqlite:///<data_dir>/registry.db`.
+    database_url: str = ""
+
+
+class AuthSettings(BaseModel):
+    """Device and user authentication."""
+
+    #: Entries in the verified-credential cache (successful password checks).
+    credential_cache_size: int = Field(default=100_000, ge=0)
+    #: Seconds a cached verification is trusted; bounds staleness across instances.
+    credential_cache_ttl_s: float = Field(default=60.0, ge=0)
+    #: Argon2id cost; the defaults follow RFC 9106's second recommended option, scaled down in memory.
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_kib: int = Field(default=19_456, ge=8)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+
+class HttpEndpointSettings(BaseModel):
+    """The device-facing HTTP endpoint."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: Largest accepted payload in bytes (the CloudEvent data).
+    max_payload_bytes: int = Field(default=256 * 1024, ge=1)
+
+
+class ApiSettings(BaseModel):
+    """The API port: registry, tokens, WebSocket integration, commands."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8081, ge=0, le=65535)
+    #: Bounded buffer of events per WebSocket subscriber before the socket is closed as too slow.
+    websocket_buffer: int = Field(default=1000, ge=1)
+
+
+Service = Literal["http-endpoint", "api"]
+
+
+class Settings(BaseSettings):
+    """Everything one Hawser process needs to know."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HAWSER_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Path(".hawser")
+    #: Name of this instance, written into every event (`instance` extension).
+    instance: str = Field(default_factory=socket.gethostname)
+    #: Services this process runs; all by default.
+    services: tuple[Service, ...] = ("http-endpoint", "api")
+    #: If set on first start, becomes the bootstrap admin token instead of a random one.
+    bootstrap_token: str = ""
+    log_level: str = "INFO"
+
+    bus: BusSettings = BusSettings()
+    registry: RegistrySettings = RegistrySettings()
+    auth: AuthSettings = AuthSettings()
+    http: HttpEndpointSettings = HttpEndpointSettings()
+    api: ApiSettings = ApiSettings()
+
+    def database_url(self) -> str:
+        if self.registry.database_url:
+            return self.registry.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'registry.db'}"
+
+    def embedded_log_path(self) -> Path:
+        path = self.bus.embedded_path
+        return path if path.is_absolute() else self.data_dir / path

@@ -1,0 +1,201 @@
+"""The CloudEvent value and its two wire forms: Kafka binary mode and structured JSON.
+
+Nothing here does I/O. The mapping is written out rather than delegated to the `cloudevents` SDK
+because it runs once per message on the hot path; the test suite checks it against the SDK's own
+Kafka binding so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+SPECVERSION = "1.0"
+EVENT_TYPE = "io.drogue.event.v1"
+CONNECTION_TYPE = "io.drogue.connection.v1"
+
+#: Attributes every event has (CloudEvents core), in the order they are written.
+CORE_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "datacontenttype",
+                   "dataschema")
+#: Drogue's extension attributes.
+EXTENSIONS = ("application", "applicationuid", "device", "deviceuid", "sender", "senderuid",
+              "instance", "partitionkey")
+
+_HEADER_PREFIX = "ce_"
+
+
+def encode_name(name: str) -> str:
+    """Percent-encode every byte that is not alphanumeric, as Drogue's `NON_ALPHANUMERIC` set."""
+    return quote(name, safe="")
+
+
+def partition_key(application: str, device: str) -> str:
+    """The Kafka key of a device's events: `<app>/<device>`, both percent-encoded."""
+    return f"{encode_name(application)}/{encode_name(device)}"
+
+
+def source_of(application: str, device: str) -> str:
+    return f"drogue://{encode_name(application)}/{encode_name(device)}"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    """`application/json`, `text/json` and any `+json` suffix, parameters ignored."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in ("application/json", "text/json") or media.endswith("+json")
+
+
+def _is_text_content_type(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media.startswith("text/")
+
+
+@dataclass(frozen=True, slots=True)
+class CloudEvent:
+    """A CloudEvent with string attributes and opaque bytes as data.
+
+    `attributes` always holds `specversion`, `id`, `source` and `type`. Values are strings, which is
+    how Drogue writes them and how Kafka headers carry them.
+    """
+
+    attributes: Mapping[str, str]
+    data: bytes = b""
+
+    def __post_init__(self) -> None:
+        for required in ("specversion", "id", "source", "type"):
+            if not self.attributes.get(required):
+                raise ValueError(f"CloudEvent without {required!r}")
+
+    @property
+    def id(self) -> str:
+        return self.attributes["id"]
+
+    @property
+    def type(self) -> str:
+        return self.attributes["type"]
+
+    @property
+    def datacontenttype(self) -> str | None:
+        return self.attributes.get("datacontenttype")
+
+    # --- Kafka binary content mode ---------------------------------------------------------------
+
+    def kafka_headers(self) -> list[tuple[str, bytes]]:
+        """Headers for binary mode: `ce_<attr>` for every attribute but the content type, which
+        travels as the plain `content-type` header (CloudEvents Kafka binding, section 3.2)."""
+        headers: list[tuple[str, bytes]] = []
+        for name, value in self.attributes.items():
+            if name == "datacontenttype":
+                headers.append(("content-type", value.encode()))
+            else:
+                headers.append((_HEADER_PREFIX + name, value.encode()))
+        return headers
+
+    @classmethod
+    def from_kafka(cls, headers: Sequence[tuple[str, bytes]], value: bytes | None) -> CloudEvent:
+        attributes: dict[str, str] = {}
+        for name, raw in headers:
+            lowered = name.lower()
+            if lowered.startswith(_HEADER_PREFIX):
+                attributes[lowered[len(_HEADER_PREFIX):]] = raw.decode()
+            elif lowered == "content-type":
+                attributes["datacontenttype"] = raw.decode()
+        return cls(attributes, value or b"")
+
+    # --- structured JSON ---------------------------------------------------------------------------
+
+    def to_structured(self) -> dict[str, Any]:
+        """The JSON event format: JSON data inline as `data`, text as a string, else `data_base64`."""
+        doc: dict[str, Any] = dict(self.attributes)
+        if not self.data:
+            return doc
+        content_type = self.datacontenttype
+        if is_json_content_type(content_type):
+            try:
+                doc["data"] = json.loads(self.data)
+                return doc
+            except ValueError:
+                pass
+        if _is_text_content_type(content_type):
+            try:
+                doc["data"] = self.data.decode()
+                return doc
+            except UnicodeDecodeError:
+                pass
+        doc["data_base64"] = base64.b64encode(self.data).decode()
+        return doc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_structured(), separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EventOrigin:
+    """Who an event is about and who sent it (a gateway may send for another device)."""
+
+    application: str
+    application_uid: str
+    device: str
+    device_uid: str
+    sender: str
+    sender_uid: str
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def new_event(
+    origin: EventOrigin,
+    *,
+    channel: str,
+    data: bytes,
+    instance: str,
+    content_type: str | None = None,
+    data_schema: str | None = None,
+    event_type: str = EVENT_TYPE,
+) -> CloudEvent:
+    """Build an event with every attribute and extension Drogue writes."""
+    attributes: dict[str, str] = {
+        "specversion": SPECVERSION,
+        "id": str(uuid.uuid4()),
+        "source": source_of(origin.application, origin.device),
+        "type": event_type,
+        "subject": channel,
+        "time": now_rfc3339(),
+    }
+    if content_type:
+        attributes["datacontenttype"] = content_type
+    if data_schema:
+        attributes["dataschema"] = data_schema
+    attributes.update(
+        application=origin.application,
+        applicationuid=origin.application_uid,
+        device=origin.device,
+        deviceuid=origin.device_uid,
+        sender=origin.sender,
+        senderuid=origin.sender_uid,
+        instance=instance,
+        partitionkey=partition_key(origin.application, origin.device),
+    )
+    for name, value in origin.extra.items():
+        attributes.setdefault(name, value)
+    return CloudEvent(attributes, data)
+
+
+def events_topic(application: str) -> str:
+    """The Kafka topic of an application's events. Application names are DNS labels, so safe."""
+    return f"events-{application}"
+
+
+COMMANDS_TOPIC = "iot-commands"

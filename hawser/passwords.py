@@ -1,0 +1,55 @@
+"""Password hashing for device credentials and anything else that stores a secret a human chose.
+
+Argon2id (memory-hard) for everything Hawser hashes itself; bcrypt hashes imported from Drogue are
+verified too. Hashes are PHC strings, so the algorithm and its cost travel with each hash and can be
+raised later without a migration. Verification is CPU-bound: callers on the event loop run it in a
+worker thread (`verify_password_async`) and keep a cache of successes (auth.devices).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import bcrypt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+
+@dataclass(frozen=True, slots=True)
+class KdfCost:
+    time_cost: int = 2
+    memory_kib: int = 19_456
+    parallelism: int = 1
+
+
+_hasher = PasswordHasher()
+
+
+def configure(cost: KdfCost) -> None:
+    """Set the cost of new hashes (existing hashes keep the cost they were made with)."""
+    global _hasher
+    _hasher = PasswordHasher(
+        time_cost=cost.time_cost, memory_cost=cost.memory_kib, parallelism=cost.parallelism
+    )
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(hashed: str, password: str) -> bool:
+    """True if `password` matches; False for a mismatch or a hash we cannot read."""
+    if hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        try:
+            return bcrypt.checkpw(password.encode(), hashed.encode())
+        except ValueError:
+            return False
+    try:
+        return _hasher.verify(hashed, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+async def verify_password_async(hashed: str, password: str) -> bool:
+    return await asyncio.to_thread(verify_password, hashed, password)
