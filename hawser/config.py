@@ -64,7 +64,7 @@ class ApiSettings(BaseModel):
 
     host: str = "0.0.0.0"
     port: int = Field(default=8081, ge=0, le=65535)
-    #: Bounded buffer of events per WebSocket subscriber before the socket is closed as too slow.
+    #: Events buffered per WebSocket subscriber; when full, the socket stops reading the bus (backpressure).
     websocket_buffer: int = Field(default=1000, ge=1)
 
 

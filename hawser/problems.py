@@ -75,3 +75,60 @@ def internal_error() -> ProblemResponse:
     """For bugs: the caller logs the traceback; the client learns nothing of the internals."""
     return ProblemResponse(500, "Internal Server Error", "an unexpected error occurred",
                            code="internal")
+
+
+def _api_table() -> dict[type[HawserError], int]:
+    from hawser import errors as e
+
+    return {
+        e.AuthenticationError: 401,
+        e.Forbidden: 403,
+        e.NotFound: 404,
+        e.Conflict: 409,
+        e.BadJson: 400,
+        e.BadRequest: 400,
+        e.PayloadTooLarge: 413,
+        e.BusUnavailable: 503,
+    }
+
+
+#: The status table of the management and integration APIs (port 8081).
+API_STATUS: Mapping[type[HawserError], int] = _api_table()
+
+
+def exception_handlers(
+    table: Mapping[type[HawserError], int],
+) -> dict[type[Exception] | int, object]:
+    """Starlette exception handlers that turn every error into a problem body, in one place.
+
+    `HawserError` → its status from `table` (401 gets `WWW-Authenticate`, 503 `Retry-After`);
+    Starlette's own `HTTPException` (404 no route, 405) → a problem with that status;
+    anything else is a bug: logged with its traceback, answered with a bare 500.
+    """
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+
+    from hawser.errors import AuthenticationError, BusUnavailable
+
+    async def on_hawser_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HawserError)
+        headers: dict[str, str] = {}
+        if isinstance(exc, AuthenticationError):
+            headers["WWW-Authenticate"] = request.scope.get("hawser.auth_challenge", 'Bearer realm="hawser"')
+        if isinstance(exc, BusUnavailable):
+            headers["Retry-After"] = str(exc.retry_after)
+        return problem_for(exc, table, headers)
+
+    async def on_http_exception(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        from http import HTTPStatus
+
+        return ProblemResponse(exc.status_code, HTTPStatus(exc.status_code).phrase,
+                               exc.detail if exc.detail != HTTPStatus(exc.status_code).phrase else "",
+                               headers=exc.headers)
+
+    async def on_bug(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return internal_error()
+
+    return {HawserError: on_hawser_error, HTTPException: on_http_exception, Exception: on_bug}

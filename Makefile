@@ -1,0 +1,49 @@
+# Hawser: two commands on a fresh machine.
+#   make run    set up and start the whole gateway on its embedded defaults (SQLite + embedded log)
+#   make test   set up, start the real services the tests need (Kafka, PostgreSQL), run the suite
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help venv run test lint typecheck provision bench clean
+
+help:
+	@echo "make run    - start Hawser (embedded log, SQLite registry) on :8080 (devices) and :8081 (API)"
+	@echo "make test   - provision Kafka + PostgreSQL, then lint, type-check and run the whole suite"
+	@echo "make bench  - run the benchmarks in bench/ (needs Kafka; see docs/performance.md)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/hawser serve
+
+provision:
+	@bash scripts/provision.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) provision
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) provision
+	$(BIN)/python bench/http_publish.py
+	$(BIN)/python bench/e2e_latency.py
+
+clean:
+	rm -rf $(VENV) .hawser .mypy_cache .ruff_cache .pytest_cache

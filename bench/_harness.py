@@ -1,0 +1,172 @@
+"""What the benchmarks share: a real Kafka, a real Hawser process, a provisioned device, and wrk.
+
+Everything runs on 127.0.0.1 and stops by itself. Kafka comes from scripts/services.py unless
+`HAWSER_BENCH_KAFKA=host:port` names a broker that is already running on this machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+TOKEN = "hwsr_bench_" + "x" * 32
+APP, DEVICE, PASSWORD = "bench-app", "bench-device", "bench-password-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, deadline_s: float = 30.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(url, timeout=1.0)
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {deadline_s}s")
+
+
+@contextlib.contextmanager
+def kafka() -> Iterator[str]:
+    configured = os.environ.get("HAWSER_BENCH_KAFKA")
+    if configured:
+        yield configured
+        return
+    subprocess.run(["bash", str(ROOT / "scripts" / "provision.sh")], check=True)
+    from services import KafkaServer  # type: ignore[import-not-found]
+
+    server = KafkaServer()
+    server.start()
+    try:
+        yield str(server.bootstrap)
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class Hawser:
+    http_port: int
+    api_port: int
+    pid: int
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+
+@contextlib.contextmanager
+def hawser(bootstrap: str | None, **env: str) -> Iterator[Hawser]:
+    """A `hawser serve` process on free ports (Kafka bus if `bootstrap`, else the embedded log)."""
+    data_dir = tempfile.mkdtemp(prefix="hawser-bench-")
+    http_port, api_port = free_port(), free_port()
+    environ = {
+        **os.environ,
+        "HAWSER_DATA_DIR": data_dir,
+        "HAWSER_HTTP__PORT": str(http_port),
+        "HAWSER_HTTP__HOST": "127.0.0.1",
+        "HAWSER_API__PORT": str(api_port),
+        "HAWSER_API__HOST": "127.0.0.1",
+        "HAWSER_BOOTSTRAP_TOKEN": TOKEN,
+        "HAWSER_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    if bootstrap:
+        environ |= {"HAWSER_BUS__KIND": "kafka", "HAWSER_BUS__KAFKA_BOOTSTRAP": bootstrap}
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "hawser"), "serve"], env=environ,
+                            stdout=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{api_port}/health/live")
+        yield Hawser(http_port, api_port, proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def provision_device(gw: Hawser) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=gw.api, headers=headers, timeout=30) as client:
+        client.post("/api/registry/v1alpha1/apps", json={"metadata": {"name": APP}}).raise_for_status()
+        client.post(
+            f"/api/registry/v1alpha1/apps/{APP}/devices",
+            json={"metadata": {"name": DEVICE, "application": APP},
+                  "spec": {"authentication": {"credentials": [{"pass": PASSWORD}]}}},
+        ).raise_for_status()
+
+
+def basic_auth() -> str:
+    return "Basic " + base64.b64encode(f"{DEVICE}@{APP}:{PASSWORD}".encode()).decode()
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+_LUA = """
+wrk.method = "POST"
+wrk.body = '{"temp":21.5,"hum":40}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "%s"
+"""
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, *, seconds: int, connections: int, authorization: str = "") -> WrkResult:
+    if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_LUA % authorization)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    os.unlink(script.name)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    sock_errors = re.search(r"Socket errors: (.*)", out)
+    if sock_errors:
+        errors += sum(int(n) for n in re.findall(r"\d+", sock_errors.group(1)))
+    return WrkResult(requests, rate, p50, p99, errors)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks

@@ -1,0 +1,188 @@
+"""End-to-end latency: a device's HTTP publish until an application's WebSocket receives the event.
+
+Publishes at a fixed rate (default 1,000 msg/s for 20 s) over keep-alive HTTP connections into a
+Hawser process on a real Kafka, while one WebSocket subscriber on the API port receives the events;
+latency is receive time minus send time, on one clock. The reference, measured in the same run, is
+the bus alone: aiokafka producer to aiokafka consumer at the same rate. Target: Hawser p99 < 50 ms.
+
+    .venv/bin/python bench/e2e_latency.py [--rate 1000] [--seconds 20] [--embedded]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import websockets
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as h
+
+Send = Callable[[int, bytes], Coroutine[Any, Any, None]]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def paced(rate: int, seconds: int, send: Send, sent_at: dict[int, float]) -> None:
+    """Start one send every 1/rate seconds (bounded: rate*seconds sends), without waiting for the
+    previous ones: a slow reply must not slow the offered load (no coordinated omission)."""
+    total = rate * seconds
+    start = time.perf_counter()
+    tasks: set[asyncio.Task[None]] = set()
+    for seq in range(total):
+        target = start + seq / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent_at[seq] = time.perf_counter()
+        task = asyncio.create_task(send(seq, json.dumps({"seq": seq, "temp": 21.5}).encode()))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks, timeout=30)
+
+
+class HttpPool:
+    """Keep-alive HTTP/1.1 connections written by hand: a Python HTTP client would be the bottleneck."""
+
+    def __init__(self, port: int, size: int, authorization: str) -> None:
+        self.port, self.size, self.authorization = port, size, authorization
+        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue(size)
+        self.failures = 0
+
+    async def open(self) -> None:
+        for _ in range(self.size):
+            self.idle.put_nowait(await asyncio.open_connection("127.0.0.1", self.port))
+
+    async def post(self, seq: int, body: bytes) -> None:
+        reader, writer = await self.idle.get()
+        try:
+            writer.write(
+                b"POST /v1/telemetry HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + f"Authorization: {self.authorization}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            if length:
+                await reader.readexactly(length)
+            if b" 202 " not in status:
+                self.failures += 1
+        finally:
+            self.idle.put_nowait((reader, writer))
+
+    async def close(self) -> None:
+        while not self.idle.empty():
+            _, writer = self.idle.get_nowait()
+            writer.close()
+
+
+async def through_hawser(gw: h.Hawser, rate: int, seconds: int) -> tuple[list[float], int]:
+    sent_at: dict[int, float] = {}
+    latencies: list[float] = []
+    total = rate * seconds
+    url = f"ws://127.0.0.1:{gw.api_port}/api/integration/v1/apps/{h.APP}/events?token={h.TOKEN}"
+    pool = HttpPool(gw.http_port, 64, h.basic_auth())
+    await pool.open()
+    async with websockets.connect(url, max_queue=None) as ws:
+
+        async def receive() -> None:
+            async for frame in ws:
+                seq = json.loads(frame)["data"]["seq"]
+                latencies.append(time.perf_counter() - sent_at[seq])
+                if len(latencies) >= total - pool.failures:
+                    return
+
+        receiver = asyncio.create_task(receive())
+        await paced(rate, seconds, pool.post, sent_at)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(receiver, timeout=30)
+    await pool.close()
+    return latencies, pool.failures
+
+
+async def through_kafka_alone(bootstrap: str, rate: int, seconds: int) -> list[float]:
+    topic = "bench-e2e-reference"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest")
+    await producer.start()
+    await consumer.start()
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=100)
+    await consumer.seek_to_end()
+    sent_at: dict[int, float] = {}
+    latencies: list[float] = []
+    total = rate * seconds
+
+    async def send(seq: int, body: bytes) -> None:
+        await (await producer.send(topic, body, key=b"bench-app/bench-device"))
+
+    async def receive() -> None:
+        async for record in consumer:
+            latencies.append(time.perf_counter() - sent_at[json.loads(record.value)["seq"]])
+            if len(latencies) >= total:
+                return
+
+    receiver = asyncio.create_task(receive())
+    try:
+        await paced(rate, seconds, send, sent_at)
+        await asyncio.wait_for(receiver, timeout=30)
+    finally:
+        receiver.cancel()
+        await consumer.stop()
+        await producer.stop()
+    return latencies
+
+
+def report(name: str, latencies: list[float], expected: int) -> float:
+    ms = [1000 * x for x in latencies]
+    p99 = percentile(ms, 0.99)
+    print(f"{name:28}{len(ms):>8}/{expected:<8}{statistics.median(ms):>9.2f}{p99:>9.2f}{max(ms):>9.2f}")
+    return p99
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=20)
+    args = parser.parse_args()
+    expected = args.rate * args.seconds
+    with h.kafka() as bootstrap:
+        reference = asyncio.run(through_kafka_alone(bootstrap, args.rate, args.seconds))
+        with h.hawser(bootstrap) as gw:
+            h.provision_device(gw)
+            latencies, failures = asyncio.run(through_hawser(gw, args.rate, args.seconds))
+    print(f"{args.rate} msg/s for {args.seconds} s; latency in ms")
+    print(f"{'path':28}{'received':>17}{'p50':>9}{'p99':>9}{'max':>9}")
+    p99 = report("HTTP -> Hawser -> WebSocket", latencies, expected)
+    ref = report("aiokafka -> aiokafka (ref)", reference, expected)
+    print(f"p99 hawser/reference: {p99 / ref:.1f}x   hawser p99 {p99:.1f} ms (target < 50 ms)")
+    if failures or len(latencies) < expected:
+        print(f"WARNING: {failures} publishes failed, {expected - len(latencies)} events missing")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

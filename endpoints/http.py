@@ -1,0 +1,133 @@
+"""The HTTP device endpoint (port 8080): `POST /v1/{channel}[/{as-device}]` as Drogue serves it.
+
+A thin transport around the pure parsers of `endpoints.uplink`, the device authenticator and the
+ingest pipeline. Errors become replies in one place, `HTTP_STATUS`; anything that is not a
+`HawserError` is a bug, logged with its traceback and answered with a generic 500. The body is read
+with a hard cap and never buffered past the limit; uvicorn discards what a device still sends after
+the 413 instead of resetting the connection (a reset can destroy the 413 before the device reads it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from auth.devices import DeviceAuthenticator
+from endpoints.ingest import Ingest
+from endpoints.uplink import parse_basic_auth, parse_uplink
+from hawser.config import HttpEndpointSettings
+from hawser.errors import (
+    AuthenticationError,
+    BadJson,
+    BadRequest,
+    BusUnavailable,
+    Forbidden,
+    HawserError,
+    NotFound,
+    PayloadTooLarge,
+)
+from hawser.problems import ProblemResponse, exception_handlers, internal_error, problem_for
+from hawser.telemetry import operational_routes
+
+log = logging.getLogger(__name__)
+
+#: The one table of this adapter: error class (looked up along the MRO) → HTTP status.
+HTTP_STATUS: Mapping[type[HawserError], int] = {
+    AuthenticationError: 401,
+    Forbidden: 403,
+    BadJson: 406,  # Drogue answers 406 Not Acceptable for invalid JSON under a JSON content type
+    BadRequest: 400,
+    NotFound: 404,
+    PayloadTooLarge: 413,
+    BusUnavailable: 503,
+}
+
+BASIC_CHALLENGE = 'Basic realm="hawser"'
+
+
+def error_response(error: HawserError) -> ProblemResponse:
+    """The reply to a device for `error`: problem body, status from `HTTP_STATUS`, and the headers
+    that status calls for."""
+    headers: dict[str, str] = {}
+    if isinstance(error, AuthenticationError):
+        headers["WWW-Authenticate"] = BASIC_CHALLENGE
+    elif isinstance(error, BusUnavailable):
+        headers["Retry-After"] = str(error.retry_after)
+    return problem_for(error, HTTP_STATUS, headers)
+
+
+def check_content_length(value: str | None, limit: int) -> None:
+    """Refuse a declared body larger than `limit` before reading any of it."""
+    if value is None:
+        return
+    if not value.isascii() or not value.isdigit():
+        raise BadRequest("invalid Content-Length")
+    size = int(value)
+    if size > limit:
+        raise PayloadTooLarge(size, limit)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (PayloadTooLarge) as soon as more than `limit` bytes arrived."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(size, limit)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def build_app(
+    ingest: Ingest, authenticator: DeviceAuthenticator, settings: HttpEndpointSettings
+) -> Starlette:
+    """The Starlette app of the HTTP endpoint. `app.state.ready` (True) may be cleared by the
+    composition root while draining, which turns `/health/ready` to 503."""
+    limit = settings.max_payload_bytes
+
+    async def publish(request: Request) -> Response:
+        try:
+            headers = request.headers
+            query = request.query_params
+            credentials = parse_basic_auth(
+                headers.get("authorization"), default_application=query.get("application")
+            )
+            uplink = parse_uplink(
+                request.path_params["channel"],
+                request.path_params.get("as_device"),
+                query,
+                headers.get("content-type"),
+            )
+            check_content_length(headers.get("content-length"), limit)
+            outcome = await authenticator.authenticate(credentials, uplink.as_device)
+            payload = await read_body(request, limit)
+            await ingest.publish(
+                outcome, uplink.channel, payload, uplink.content_type, uplink.data_schema
+            )
+        except HawserError as error:
+            return error_response(error)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            return internal_error()
+        # No command router yet: `ct` is validated above and the reply is immediate.
+        return Response(status_code=202)
+
+    async def ready() -> bool:
+        return bool(app.state.ready)
+
+    app = Starlette(
+        routes=[
+            Route("/v1/{channel}", publish, methods=["POST"]),
+            Route("/v1/{channel}/{as_device:path}", publish, methods=["POST"]),
+            *operational_routes(ready),
+        ],
+        exception_handlers=exception_handlers(HTTP_STATUS),  # type: ignore[arg-type]
+    )
+    app.state.ready = True
+    return app

@@ -1,0 +1,236 @@
+"""The composition root: builds the services named in the settings and runs them in one process.
+
+`Gateway` opens the bus and the registry, builds the device endpoint (8080) and the API (8081), binds
+their sockets itself (so port 0 works and readiness means "bound") and serves them with uvicorn.
+Shutdown runs in a fixed order under a deadline: stop accepting and finish in-flight requests, then
+close the bus (flushing acknowledgements), then the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Self
+
+import uvicorn
+from starlette.applications import Starlette
+
+from auth.devices import DeviceAuthenticator
+from auth.tokens import AccessTokenAuthenticator, ensure_bootstrap_token
+from endpoints.http import build_app as build_http_endpoint
+from endpoints.ingest import Ingest
+from hawser import passwords
+from hawser.bus import EventBus, open_bus
+from hawser.config import Settings
+from hawser.problems import API_STATUS, exception_handlers
+from hawser.telemetry import operational_routes
+from integration.websocket import routes as websocket_routes
+from registry.api import routes as registry_routes
+from registry.store import RegistryStore
+
+log = logging.getLogger(__name__)
+
+#: Seconds in-flight requests get to finish on shutdown before they are cancelled.
+DRAIN_SECONDS = 10
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the composition root owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048, reuse_port=False)
+    sock.setblocking(False)
+    return sock
+
+
+class Gateway:
+    """Every service of one Hawser process, as one async context manager."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.bootstrap_token: str | None = None
+        self.http_port: int | None = None
+        self.api_port: int | None = None
+        self._bus: EventBus | None = None
+        self._store: RegistryStore | None = None
+        self._servers: list[_Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def bus(self) -> EventBus:
+        assert self._bus is not None, "gateway not started"
+        return self._bus
+
+    @property
+    def store(self) -> RegistryStore:
+        assert self._store is not None, "gateway not started"
+        return self._store
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _start(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        cost = settings.auth
+        passwords.configure(passwords.KdfCost(cost.argon2_time_cost, cost.argon2_memory_kib, cost.argon2_parallelism))
+
+        bus = open_bus(settings)
+        await bus.start()
+        self._bus = bus
+        self._stack.push_async_callback(bus.aclose)
+
+        store = await RegistryStore.open(settings.database_url(), bus=bus)
+        self._store = store
+        self._stack.push_async_callback(store.aclose)
+
+        if "http-endpoint" in settings.services:
+            devices = DeviceAuthenticator(
+                store, cache_size=settings.auth.credential_cache_size, cache_ttl_s=settings.auth.credential_cache_ttl_s
+            )
+            ingest = Ingest(bus, instance=settings.instance, max_payload_bytes=settings.http.max_payload_bytes)
+            self._stack.push_async_callback(devices.aclose)
+            app = build_http_endpoint(ingest, devices, settings.http)
+            self.http_port = self._serve(app, settings.http.host, settings.http.port, websockets=False)
+
+        if "api" in settings.services:
+            self.bootstrap_token = await ensure_bootstrap_token(store, settings.bootstrap_token)
+            users = AccessTokenAuthenticator(store)
+            api = Starlette(
+                routes=[
+                    *registry_routes(store, users),
+                    *websocket_routes(bus, store, users, buffer=settings.api.websocket_buffer),
+                    *operational_routes(),
+                ],
+                exception_handlers=exception_handlers(API_STATUS),  # type: ignore[arg-type]
+            )
+            self.api_port = self._serve(api, settings.api.host, settings.api.port, websockets=True)
+
+        # Wait until every server listens, so the caller may connect as soon as we return.
+        while not all(s.started for s in self._servers):
+            if any(t.done() for t in self._tasks):
+                for t in self._tasks:
+                    if t.done() and t.exception():
+                        raise RuntimeError("a server failed to start") from t.exception()
+                raise RuntimeError("a server stopped during start-up")
+            await asyncio.sleep(0.01)
+
+    def _serve(self, app: Starlette, host: str, port: int, *, websockets: bool) -> int:
+        sock = _bind(host, port)
+        config = uvicorn.Config(
+            app,
+            http="httptools",
+            ws="websockets-sansio" if websockets else "none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=DRAIN_SECONDS,
+            ws_per_message_deflate=False,
+        )
+        server = _Server(config)
+        self._servers.append(server)
+        self._tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name=f"uvicorn:{port}"))
+        bound_port: int = sock.getsockname()[1]
+        return bound_port
+
+    async def wait_closed(self) -> None:
+        """Return when any server stops by itself (which is an error unless shutting down)."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    async def aclose(self) -> None:
+        """Stop accepting and drain requests, then close the bus, then the registry. Idempotent."""
+        for server in self._servers:
+            server.should_exit = True
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=DRAIN_SECONDS + 5)
+            for task in pending:
+                log.warning("server %s did not drain in time; cancelling", task.get_name())
+                task.cancel()
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("server %s failed", task.get_name(), exc_info=task.exception())
+        self._tasks.clear()
+        self._servers.clear()
+        await self._stack.aclose()
+
+
+def _banner(gateway: Gateway) -> str:
+    settings = gateway.settings
+    lines = ["", "Hawser is running."]
+    if gateway.http_port is not None:
+        lines.append(f"  device HTTP endpoint   http://127.0.0.1:{gateway.http_port}/v1/<channel>")
+    if gateway.api_port is not None:
+        lines.append(f"  registry & integration http://127.0.0.1:{gateway.api_port}/api/")
+    lines.append(f"  event bus              {settings.bus.kind}"
+                 + (f" ({settings.bus.kafka_bootstrap})" if settings.bus.kind == "kafka" else
+                    f" ({settings.embedded_log_path()})"))
+    if gateway.bootstrap_token:
+        lines += [
+            "",
+            "A bootstrap admin token was created. It is shown this once and stored only as a hash:",
+            f"  export HAWSER_TOKEN={gateway.bootstrap_token}",
+            "",
+            "Next, in another terminal (with HAWSER_TOKEN set as above):",
+            "  hawser app create my-app",
+            "  hawser device create my-app my-device --password hey-rodney",
+            "  hawser stream my-app",
+            "  curl -u my-device@my-app:hey-rodney -H 'content-type: application/json' \\",
+            f"       -d '{{\"temp\": 42}}' http://127.0.0.1:{gateway.http_port or 8080}/v1/telemetry",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+async def run(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with Gateway(settings) as gateway:
+        print(_banner(gateway), flush=True)
+        stopped = asyncio.create_task(stop.wait())
+        closed = asyncio.create_task(gateway.wait_closed())
+        await asyncio.wait([stopped, closed], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        closed.cancel()
+        log.info("shutting down")
+
+
+def serve(settings: Settings) -> None:
+    """Run the gateway on uvloop (when installed) until a signal stops it: what `hawser serve` does."""
+    from hawser.telemetry import configure_logging
+
+    configure_logging(settings.log_level)
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard] on Linux
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(run(settings))

@@ -1,0 +1,158 @@
+"""Applications and their members: create (with its events topic), read, list, update, delete."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from hawser.access import Principal, Role
+from hawser.errors import AlreadyExists, InvalidName, NotFound
+from hawser.events import events_topic
+from registry._base import StoreBase, check_version, new_version
+from registry._convert import application_document, application_info, is_disabled
+from registry.documents import ApplicationDocument
+from registry.models import Application, Member
+from registry.names import check_application_name
+from registry.selectors import Selector
+from registry.values import ApplicationInfo, RegistryChange
+
+
+def _not_found(name: str) -> NotFound:
+    return NotFound(f"application {name[:80]!r} not found")
+
+
+class ApplicationOps(StoreBase):
+    async def get_application_info(self, application: str) -> ApplicationInfo | None:
+        async with self._sessions() as session:
+            row = await session.get(Application, application)
+            return application_info(row) if row else None
+
+    async def create_application(
+        self, document: ApplicationDocument, *, creator: str | None = None
+    ) -> ApplicationDocument:
+        """Create the application (and its events topic, before the row commits); the creator
+        becomes its admin. Raises `InvalidName`, `AlreadyExists`, or the bus's errors."""
+        name = check_application_name(document.metadata.name)
+        meta = document.metadata
+        row = Application(
+            name=name, uid=new_version(), labels=dict(meta.labels),
+            annotations=dict(meta.annotations), spec=dict(document.spec),
+            status=dict(document.status), resource_version=new_version(), generation=1,
+            created=datetime.now(UTC), disabled=is_disabled(document.spec),
+        )
+        async with self._write() as session:
+            if await session.get(Application, name) is not None:
+                raise AlreadyExists(f"application {name!r} exists already")
+            session.add(row)
+            if creator:
+                session.add(Member(application=name, user=creator, role=str(Role.ADMIN)))
+            try:
+                await session.flush()
+            except IntegrityError:
+                raise AlreadyExists(f"application {name!r} exists already") from None
+            if self._bus is not None:
+                await self._bus.ensure_topic(events_topic(name))
+        self._notify(RegistryChange("application", name))
+        return application_document(row)
+
+    async def get_application(self, name: str) -> ApplicationDocument:
+        async with self._sessions() as session:
+            row = await session.get(Application, name)
+            if row is None:
+                raise _not_found(name)
+            return application_document(row)
+
+    async def list_applications(
+        self, *, principal: Principal | None = None, selector: Selector | None = None
+    ) -> list[ApplicationDocument]:
+        """Applications by name; with a `principal`, only those it may see (a superuser: all
+        within its scopes; anyone else: those it is a member of, within its scopes)."""
+        query = select(Application).order_by(Application.name)
+        if principal is not None and not principal.superuser:
+            query = query.join(Member, Member.application == Application.name).where(
+                Member.user == principal.user
+            )
+        if principal is not None and principal.scopes is not None:
+            query = query.where(Application.name.in_(sorted(principal.scopes)))
+        async with self._sessions() as session:
+            rows = (await session.scalars(query)).all()
+        return [
+            application_document(r) for r in rows if selector is None or selector.matches(r.labels)
+        ]
+
+    async def update_application(self, document: ApplicationDocument) -> ApplicationDocument:
+        """Replace labels, annotations and spec (and status if the document has one)."""
+        name = document.metadata.name
+        async with self._write() as session:
+            row = await session.get(Application, name, with_for_update=True)
+            if row is None:
+                raise _not_found(name)
+            check_version(document.metadata.resource_version, row.resource_version)
+            row.labels = dict(document.metadata.labels)
+            row.annotations = dict(document.metadata.annotations)
+            row.spec = dict(document.spec)
+            if "status" in document.model_fields_set:
+                row.status = dict(document.status)
+            row.disabled = is_disabled(document.spec)
+            row.resource_version = new_version()
+            row.generation += 1
+        self._notify(RegistryChange("application", name))
+        return application_document(row)
+
+    async def delete_application(self, name: str, *, resource_version: str | None = None) -> None:
+        """Delete the application, its devices (cascade) and its events topic (before the
+        commit, so a bus failure leaves the application in place and the delete can be retried)."""
+        async with self._write() as session:
+            row = await session.get(Application, name, with_for_update=True)
+            if row is None:
+                raise _not_found(name)
+            check_version(resource_version, row.resource_version)
+            await session.delete(row)
+            await session.flush()
+            if self._bus is not None:
+                await self._bus.delete_topic(events_topic(name))
+        self._notify(RegistryChange("application", name))
+
+    # --- members ---------------------------------------------------------------------------------
+
+    async def member_role(self, application: str, user: str) -> Role | None:
+        async with self._sessions() as session:
+            role = await session.scalar(
+                select(Member.role).where(Member.application == application, Member.user == user)
+            )
+        return Role.parse(role) if role else None
+
+    async def get_members(self, application: str) -> tuple[str, dict[str, Role]]:
+        """(the application's resourceVersion, {user: role})."""
+        async with self._sessions() as session:
+            row = await session.get(Application, application)
+            if row is None:
+                raise _not_found(application)
+            members = (
+                await session.execute(
+                    select(Member.user, Member.role)
+                    .where(Member.application == application).order_by(Member.user)
+                )
+            ).all()
+        return row.resource_version, {user: Role.parse(role) for user, role in members}
+
+    async def set_members(
+        self, application: str, members: dict[str, Role], *, resource_version: str | None = None
+    ) -> str:
+        """Replace the member list; returns the new resourceVersion of the application."""
+        if any(not user or len(user) > 256 for user in members):
+            raise InvalidName("member user names are 1 to 256 characters")
+        async with self._write() as session:
+            row = await session.get(Application, application, with_for_update=True)
+            if row is None:
+                raise _not_found(application)
+            check_version(resource_version, row.resource_version)
+            await session.execute(delete(Member).where(Member.application == application))
+            session.add_all(
+                Member(application=application, user=u, role=str(r)) for u, r in members.items()
+            )
+            row.resource_version = new_version()
+            row.generation += 1
+            return row.resource_version

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Provisions the real services the test-suite and benchmarks run against, idempotently:
+#   - Apache Kafka's broker jars from Maven Central, cached under $HAWSER_CACHE (default ~/.cache/hawser);
+#   - PostgreSQL's server binaries and kcat from Debian's packages, installed only when missing.
+# Quiet when everything is already there; scripts/services.py starts and stops the servers themselves.
+set -euo pipefail
+
+KAFKA_VERSION="3.9.1"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="${HAWSER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hawser}"
+kafka_home="$cache/kafka-$KAFKA_VERSION"
+marker="$kafka_home/.complete"
+
+say() { printf 'provision: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        say "need root to run: $*"
+        return 1
+    fi
+}
+
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" -eq 0 ]; then
+        say "apt-get update"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        apt_updated=1
+    fi
+    say "apt-get install $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# --- Java and Maven (normally already on the machine) -------------------------------------------------
+if ! command -v java >/dev/null 2>&1; then
+    apt_install openjdk-17-jre-headless
+fi
+if ! command -v mvn >/dev/null 2>&1; then
+    apt_install maven
+fi
+
+# --- Kafka jars -----------------------------------------------------------------------------------------
+if [ ! -f "$marker" ]; then
+    say "resolving org.apache.kafka:kafka_2.13:$KAFKA_VERSION into $kafka_home/libs"
+    mkdir -p "$kafka_home"
+    staging="$kafka_home/libs.partial"
+    rm -rf "$staging"
+    mvn -q -B -Dstyle.color=never -f "$here/kafka-pom.xml" \
+        -Dmaven.repo.local="$cache/m2" \
+        -Dkafka.version="$KAFKA_VERSION" \
+        dependency:copy-dependencies \
+        -DincludeScope=runtime \
+        -DoutputDirectory="$staging"
+    jars=$(find "$staging" -maxdepth 1 -name '*.jar' | wc -l)
+    if [ ! -f "$staging/kafka_2.13-$KAFKA_VERSION.jar" ] || [ "$jars" -lt 20 ]; then
+        say "Kafka classpath looks incomplete ($jars jars in $staging)"
+        exit 1
+    fi
+    rm -rf "$kafka_home/libs"
+    mv "$staging" "$kafka_home/libs"
+    echo "$jars" >"$marker"
+    say "Kafka $KAFKA_VERSION ready: $jars jars"
+fi
+
+# --- PostgreSQL server ----------------------------------------------------------------------------------
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    apt_install postgresql
+    if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+        say "postgresql installed but no /usr/lib/postgresql/*/bin/initdb found"
+        exit 1
+    fi
+fi
+
+# --- kcat (README examples and manual checks read topics with it) --------------------------------------
+if ! command -v kcat >/dev/null 2>&1; then
+    if [ "$apt_updated" -eq 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        apt_updated=1
+    fi
+    if apt-cache show kcat >/dev/null 2>&1; then
+        apt_install kcat
+    else
+        say "kcat is not in Debian's package index here; skipping it (only the README's examples use it)"
+    fi
+fi

@@ -1,0 +1,111 @@
+"""Device authentication against the real registry store (SQLite always, PostgreSQL with the
+session server): credential forms, gateways by name and alias, invalidation by real changes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+
+from auth.devices import DeviceAuthenticator, DeviceCredentials
+from hawser import passwords
+from hawser.errors import ApplicationDisabled, BadCredentials, GatewayNotAllowed
+from registry.documents import ApplicationDocument, DeviceDocument
+from registry.store import RegistryStore
+
+
+def device_doc(name: str, *credentials: dict[str, Any], **spec: Any) -> DeviceDocument:
+    return DeviceDocument.model_validate({
+        "metadata": {"name": name, "application": "app1"},
+        "spec": {"authentication": {"credentials": list(credentials)}, **spec},
+    })
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RegistryStore]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    passwords.configure(passwords.KdfCost(time_cost=1, memory_kib=1024, parallelism=1))
+    store = await RegistryStore.open(url)
+    try:
+        await store.create_application(ApplicationDocument.model_validate({"metadata": {"name": "app1"}}))
+        imported = bcrypt.hashpw(b"legacy", bcrypt.gensalt(rounds=4)).decode()
+        for doc in (
+            device_doc("dev1", {"pass": "pw1"}),
+            device_doc("sensor", {"user": {"username": "alice", "password": "alicepw", "unique": True}}),
+            device_doc("old", {"pass": {"bcrypt": imported}}),
+            device_doc("gw", {"pass": "gwpw"}),
+            device_doc("behind", alias=["behind-alias"], gatewaySelector={"matchNames": ["gw"]}),
+        ):
+            await store.create_device("app1", doc)
+        yield store
+    finally:
+        await store.aclose()
+        passwords.configure(passwords.KdfCost())
+
+
+@pytest.fixture
+def authn(store: RegistryStore) -> DeviceAuthenticator:
+    return DeviceAuthenticator(store, cache_size=100, cache_ttl_s=60.0)
+
+
+@pytest.mark.parametrize(
+    ("user", "secret", "device"),
+    [("dev1", "pw1", "dev1"), ("alice", "alicepw", "sensor"), ("old", "legacy", "old")],
+)
+async def test_credential_forms(authn: DeviceAuthenticator, user: str, secret: str, device: str) -> None:
+    outcome = await authn.authenticate(DeviceCredentials("app1", user, secret))
+    assert outcome.device.name == device
+    assert outcome.application.uid
+    with pytest.raises(BadCredentials):
+        await authn.authenticate(DeviceCredentials("app1", user, secret + "x"))
+
+
+async def test_gateway_by_name_and_alias(authn: DeviceAuthenticator) -> None:
+    gw = DeviceCredentials("app1", "gw", "gwpw")
+    assert (await authn.authenticate(gw, "behind")).target.name == "behind"
+    assert (await authn.authenticate(gw, "behind-alias")).target.name == "behind"
+    with pytest.raises(GatewayNotAllowed):
+        await authn.authenticate(DeviceCredentials("app1", "dev1", "pw1"), "behind")
+
+
+async def test_changes_invalidate(store: RegistryStore, authn: DeviceAuthenticator) -> None:
+    credentials = DeviceCredentials("app1", "dev1", "pw1")
+    await authn.authenticate(credentials)
+    await authn.authenticate(credentials)
+    assert authn.kdf_runs == 1
+
+    current = await store.get_device("app1", "dev1")
+    changed = device_doc("dev1", {"pass": "pw2"})
+    changed.metadata.resource_version = current.metadata.resource_version
+    await store.update_device("app1", changed)
+    with pytest.raises(BadCredentials):
+        await authn.authenticate(credentials)
+    new = DeviceCredentials("app1", "dev1", "pw2")
+    await authn.authenticate(new)
+
+    app = await store.get_application("app1")
+    await store.update_application(ApplicationDocument.model_validate(
+        {**app.model_dump(by_alias=True), "spec": {"core": {"disabled": True}}}))
+    with pytest.raises(ApplicationDisabled):
+        await authn.authenticate(new)
+
+    await store.delete_device("app1", "dev1")
+    with pytest.raises(BadCredentials):
+        await authn.authenticate(new)
+
+
+async def test_gateway_selector_change_invalidates(store: RegistryStore, authn: DeviceAuthenticator) -> None:
+    gw = DeviceCredentials("app1", "gw", "gwpw")
+    await authn.authenticate(gw, "behind")
+    current = await store.get_device("app1", "behind")
+    changed = device_doc("behind")
+    changed.metadata.resource_version = current.metadata.resource_version
+    await store.update_device("app1", changed)
+    with pytest.raises(GatewayNotAllowed):
+        await authn.authenticate(gw, "behind")

@@ -1,0 +1,149 @@
+"""What only the Kafka bus promises beyond the contract: sends fail within the timeout while the broker
+is down and work again once it is back, with every acknowledged event in the topic; and our binary-mode
+headers are exactly what the `cloudevents` SDK's Kafka binding writes and reads."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent as SdkEvent
+
+from hawser.bus.kafka import KafkaBus
+from hawser.errors import BusUnavailable
+from hawser.events import CloudEvent, EventOrigin, new_event
+from tests.bus.test_contract import KEYS, event, take
+
+SEND_TIMEOUT_S = 2.0
+
+
+async def read_all_ids(bootstrap: str, topic: str, partitions: int, wanted: set[str]) -> set[str]:
+    """Every event id in the topic, read from the beginning until `wanted` is covered (or a deadline)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    seen: set[str] = set()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        async with asyncio.timeout(30):
+            while not wanted <= seen:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    seen.update(CloudEvent.from_kafka(r.headers, r.value).id for r in records)
+    finally:
+        await consumer.stop()
+    return seen
+
+
+@pytest.mark.kafka
+async def test_sends_fail_within_the_timeout_while_the_broker_is_down_then_recover(
+    kafka: Any, topic: str
+) -> None:
+    acknowledged: list[str] = []
+
+    async def send(n: int) -> None:
+        item = event(n)
+        await bus.send(topic, item, KEYS[n % len(KEYS)])
+        acknowledged.append(item.id)
+
+    async with KafkaBus(kafka.bootstrap, send_timeout_s=SEND_TIMEOUT_S) as bus:
+        await bus.ensure_topic(topic)
+        for n in range(12):
+            await send(n)
+        other = KafkaBus(kafka.bootstrap, send_timeout_s=SEND_TIMEOUT_S)
+        await other.start()
+        await asyncio.to_thread(kafka.stop)
+        try:
+            with pytest.raises(BusUnavailable):
+                await other.send(topic, event(0), KEYS[0])
+            async with asyncio.timeout(2 * SEND_TIMEOUT_S + 1.0):  # gives up what it cannot flush
+                await other.aclose()
+            started = time.monotonic()
+            outcomes = await asyncio.gather(*(send(n) for n in range(12)), return_exceptions=True)
+            elapsed = time.monotonic() - started
+            assert all(isinstance(o, BusUnavailable) for o in outcomes), outcomes
+            assert all(o.retry_after >= 1 for o in outcomes if isinstance(o, BusUnavailable))
+            assert elapsed < SEND_TIMEOUT_S + 1.0
+        finally:
+            await asyncio.to_thread(kafka.start)
+        async with asyncio.timeout(60):  # the producer reconnects by itself
+            while True:
+                try:
+                    await send(100)
+                    break
+                except BusUnavailable:
+                    continue  # each attempt is bounded by the send timeout
+        for n in range(12):
+            await send(n)
+    assert len(acknowledged) == 25
+    assert set(acknowledged) <= await read_all_ids(kafka.bootstrap, topic, 3, set(acknowledged))
+
+
+async def test_start_reports_an_unreachable_broker(unused_tcp_port: int) -> None:
+    bus = KafkaBus(f"127.0.0.1:{unused_tcp_port}", send_timeout_s=SEND_TIMEOUT_S)
+    with pytest.raises(BusUnavailable):
+        await bus.start()
+    await bus.aclose()
+
+
+def _sample() -> CloudEvent:
+    origin = EventOrigin("my-app", "a-uid", "dev 1/ü", "d-uid", "gw", "g-uid")
+    item = new_event(origin, channel="temp", data=b'{"t": 21.5}', instance="i-1",
+                     content_type="application/json", data_schema="urn:schema:1")
+    # Fixed time with microseconds, so that the SDK's datetime round trip writes the same text.
+    return CloudEvent({**item.attributes, "time": "2026-01-02T03:04:05.678901Z"}, item.data)
+
+
+def _as_sdk(item: CloudEvent) -> SdkEvent:
+    attributes: dict[str, Any] = dict(item.attributes)
+    attributes["time"] = datetime.fromisoformat(attributes["time"])
+    return SdkEvent(attributes=attributes, data=item.data)
+
+
+def test_our_headers_are_what_the_sdk_kafka_binding_writes() -> None:
+    ours = _sample()
+    message = to_binary(_as_sdk(ours), JSONFormat())
+    assert dict(ours.kafka_headers()) == message.headers
+    assert len(ours.kafka_headers()) == len(message.headers)
+    assert message.value == ours.data
+    assert message.key == ours.attributes["partitionkey"]
+
+
+def test_we_read_what_the_sdk_kafka_binding_writes() -> None:
+    original = _sample()
+    message = to_binary(_as_sdk(original), JSONFormat())
+    assert CloudEvent.from_kafka(list(message.headers.items()), message.value) == original
+
+
+@pytest.mark.kafka
+async def test_the_sdk_reads_our_records_from_kafka(kafka_bootstrap: str, topic: str) -> None:
+    sent = _sample()
+    async with KafkaBus(kafka_bootstrap) as bus:
+        await bus.ensure_topic(topic)
+        async with await bus.subscribe([topic]) as subscription:
+            await bus.send(topic, sent, sent.attributes["partitionkey"])
+            (delivery,) = await take(subscription, 1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, delivery.partition)
+        consumer.assign([tp])
+        consumer.seek(tp, delivery.offset)
+        record = await consumer.getone()
+    finally:
+        await consumer.stop()
+    parsed = from_binary(KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value),
+                         JSONFormat())
+    attributes = parsed.get_attributes()
+    assert isinstance(attributes["time"], datetime)
+    assert attributes["time"] == datetime.fromisoformat(sent.attributes["time"])
+    assert {k: v for k, v in attributes.items() if k != "time"} == {
+        k: v for k, v in sent.attributes.items() if k != "time"}
+    assert parsed.get_data() == {"t": 21.5}
+    assert delivery.event == sent
