@@ -53,7 +53,7 @@ def kafka() -> Iterator[str]:
         yield configured
         return
     subprocess.run(["bash", str(ROOT / "scripts" / "provision.sh")], check=True)
-    from services import KafkaServer  # type: ignore[import-not-found]
+    from services import KafkaServer
 
     server = KafkaServer()
     server.start()
@@ -145,6 +145,7 @@ def _ms(text: str) -> float:
 
 def wrk(url: str, *, seconds: int, connections: int, authorization: str = "") -> WrkResult:
     if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_LUA % authorization)

@@ -71,21 +71,17 @@ def serve(services: tuple[str, ...]) -> None:
 
     Configured from the environment: HAWSER_DATA_DIR, HAWSER_BUS__KIND, HAWSER_HTTP__PORT, ...
     """
-    import asyncio
-
     from pydantic import ValidationError
 
     from hawser import server
     from hawser.config import Settings
-    from hawser.telemetry import configure_logging
 
     try:
         settings = Settings(services=services) if services else Settings()  # type: ignore[arg-type]
     except ValidationError as e:
         raise CliError(f"invalid configuration: {e}") from None
-    configure_logging(settings.log_level)
     try:
-        asyncio.run(server.run(settings))
+        server.serve(settings)
     except KeyboardInterrupt:
         pass
     except OSError as e:  # typically: the port is taken

@@ -31,6 +31,16 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a real service, so `-m "not kafka"` deselects it even if unmarked."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & {"kafka", "kafka_bootstrap"}:
+            item.add_marker(pytest.mark.kafka)
+        if names & {"postgres", "postgres_url"}:
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[KafkaServer]:
     """A real single-node Kafka broker; `.stop()`/`.start()` restart it on the same port with its data."""

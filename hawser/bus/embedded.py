@@ -134,6 +134,7 @@ class EmbeddedBus:
     # --- EventBus ---------------------------------------------------------------------------------
 
     async def ensure_topic(self, topic: str) -> None:
+        self._check_open()
         if topic not in self._partitions:
             await self._submit(EnsureTopic(topic, self._default_partitions))
 
@@ -207,13 +208,16 @@ class EmbeddedBus:
         except sqlite3.Error as exc:
             raise BusUnavailable(f"embedded log read failed: {exc}") from exc
 
-    async def _submit(self, op: Op) -> None:
+    def _check_open(self) -> None:
         if self._writer_task is None:
             raise RuntimeError("EmbeddedBus.start() was not called")
         if self._closed:
             raise BusUnavailable("the embedded log is closed")
         if self._failure is not None:
             raise BusUnavailable(f"the embedded log writer failed: {self._failure!r}")
+
+    async def _submit(self, op: Op) -> None:
+        self._check_open()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(self._send_timeout_s):

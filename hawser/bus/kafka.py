@@ -111,10 +111,11 @@ class KafkaBus:
     # --- topics -------------------------------------------------------------------------------------
 
     async def ensure_topic(self, topic: str) -> None:
-        await self._ensure(topic)
+        await self._ensure(topic, cached=False)  # another instance may have deleted it meanwhile
 
-    async def _ensure(self, topic: str) -> int:
-        if topic in self._known:
+    async def _ensure(self, topic: str, *, cached: bool = True) -> int:
+        """Create the topic if needed and wait for its leaders; return its partition count."""
+        if cached and topic in self._known:
             return self._known[topic]
         topic_spec = NewTopic(topic, self._partitions, self._replication_factor)
         async with self._admin_call(f"create topic {topic}"):
