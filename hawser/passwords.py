@@ -1,9 +1,9 @@
 """Password hashing for device credentials and anything else that stores a secret a human chose.
 
-Argon2id (memory-hard) for everything Hawser hashes itself; bcrypt hashes imported from Drogue are
-verified too. Hashes are PHC strings, so the algorithm and its cost travel with each hash and can be
-raised later without a migration. Verification is CPU-bound: callers on the event loop run it in a
-worker thread (`verify_password_async`) and keep a cache of successes (auth.devices).
+Argon2id (memory-hard) for everything Hawser hashes itself; bcrypt and SHA-512 crypt (`$6$`) hashes
+imported from Drogue are verified too. Each hash string names its algorithm and cost, so the cost
+can be raised later without a migration. Verification is CPU-bound: callers on the event loop run
+it in a worker thread (`verify_password_async`) and keep a cache of successes (auth.devices).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import bcrypt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from hawser import _sha512_crypt
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +47,18 @@ def verify_password(hashed: str, password: str) -> bool:
             return bcrypt.checkpw(password.encode(), hashed.encode())
         except ValueError:
             return False
+    if hashed.startswith(_sha512_crypt.PREFIX):
+        return _sha512_crypt.verify(password, hashed)  # constant-time compare, never raises
     try:
         return _hasher.verify(hashed, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+def check_sha512_crypt(hashed: str) -> None:
+    """ValueError, saying why, unless `hashed` is a `$6$` hash that `verify_password` can check
+    (well formed, rounds within the limit of `hawser._sha512_crypt.MAX_ROUNDS`)."""
+    _sha512_crypt.check_hash(hashed)
 
 
 async def verify_password_async(hashed: str, password: str) -> bool:

@@ -14,6 +14,7 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hawser import passwords
 from hawser.errors import BadRequest
 
 Kind = Literal["pass", "user", "psk"]
@@ -60,8 +61,21 @@ def _password(value: object, where: str) -> tuple[str | None, str | None, bool]:
             if form == "plain":
                 return secret, None, False
             if form in ("bcrypt", "sha512"):
-                return None, secret, False
+                return None, _imported_hash(form, secret, where), False
     raise BadRequest(f"{where}: a password is a string or one of plain, bcrypt, sha512")
+
+
+def _imported_hash(form: str, hashed: str, where: str) -> str:
+    """Refuse an imported hash we could never verify, so the mistake shows at import, not at login."""
+    if form == "bcrypt":
+        if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise BadRequest(f"{where}: a bcrypt hash starts with $2a$, $2b$ or $2y$")
+        return hashed
+    try:
+        passwords.check_sha512_crypt(hashed)
+    except ValueError as e:
+        raise BadRequest(f"{where}: {e}") from None
+    return hashed
 
 
 def _one(entry: object, where: str) -> CredentialInput:

@@ -2,20 +2,23 @@
 
 A `Group` splits the partitions of its topics among its members (round robin in join order) and
 rebalances when a member joins or leaves. A partition moves only once its previous holder stopped
-reading it: the holder releases it at its next step of iteration (or when it closes), so the new
-owner starts from an offset that the old one can no longer move past. Nothing here does I/O; the
+reading it: the holder releases it at its next step of iteration (or when it closes, or after a
+timeout), so the new owner starts from an offset that the old one can no longer move past. Nothing here does I/O; the
 bus passes in what it needs through the `Log` protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, Self
 
 from hawser.bus._embedded_store import TP
 from hawser.bus.base import Delivery
+
+log = logging.getLogger(__name__)
 
 
 class Log(Protocol):
@@ -35,13 +38,16 @@ class Log(Protocol):
 class Group:
     """The members of one consumer group in this process and who holds which partition."""
 
-    def __init__(self, name: str, log: Log, committed: dict[TP, int]) -> None:
+    def __init__(self, name: str, log: Log, committed: dict[TP, int], *,
+                 release_timeout_s: float = 30.0) -> None:
         self.name = name
+        self._release_timeout_s = release_timeout_s
         self.committed = committed
         self._log = log
         self._members: list[EmbeddedSubscription] = []
         self._holder: dict[TP, EmbeddedSubscription] = {}
         self._target: dict[TP, EmbeddedSubscription] = {}
+        self._timers: dict[TP, asyncio.TimerHandle] = {}
 
     @property
     def empty(self) -> bool:
@@ -57,6 +63,7 @@ class Group:
         for tp in member.owned | member.releasing:
             if self._holder.get(tp) is member:
                 del self._holder[tp]
+                self._cancel_timer(tp)
         member.owned.clear()
         member.releasing.clear()
         self.rebalance()
@@ -66,6 +73,7 @@ class Group:
         for tp in tps:
             if self._holder.get(tp) is member:
                 del self._holder[tp]
+                self._cancel_timer(tp)
             new = self._target.get(tp)
             if new is not None and tp not in self._holder:
                 self._grant(tp, new)
@@ -84,13 +92,32 @@ class Group:
                 if tp in holder.releasing:  # moved away and back before it was released
                     holder.releasing.discard(tp)
                     holder.owned.add(tp)
+                    self._cancel_timer(tp)
             elif tp in holder.owned:
                 holder.owned.discard(tp)
                 holder.releasing.add(tp)
                 holder.wake.set()
+                self._cancel_timer(tp)
+                self._timers[tp] = asyncio.get_running_loop().call_later(
+                    self._release_timeout_s, self._expire, holder, tp)
         for tp, member in target.items():
             if tp not in self._holder:
                 self._grant(tp, member)
+
+    def _expire(self, member: EmbeddedSubscription, tp: TP) -> None:
+        """A holder that does not step on within the timeout loses the partition anyway (Kafka's
+        `max.poll.interval.ms`): it will not be given that partition's records any more."""
+        if tp in member.releasing and self._holder.get(tp) is member:
+            log.warning("group %s: a member held %s past %.0f s; moving it", self.name, tp,
+                        self._release_timeout_s)
+            member.releasing.discard(tp)
+            member.positions.pop(tp, None)
+            self.release(member, [tp])
+
+    def _cancel_timer(self, tp: TP) -> None:
+        timer = self._timers.pop(tp, None)
+        if timer is not None:
+            timer.cancel()
 
     def forget_topic(self, topic: str) -> None:
         for tp in [tp for tp in self.committed if tp[0] == topic]:

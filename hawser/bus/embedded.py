@@ -60,6 +60,7 @@ class EmbeddedBus:
         batch_size: int = 1_000,
         fetch_size: int = 500,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        release_timeout_s: float = 30.0,
     ) -> None:
         self.path = Path(path)
         self._default_partitions = partitions
@@ -67,6 +68,7 @@ class EmbeddedBus:
         self._batch_size = batch_size
         self._fetch_size = fetch_size
         self._synchronous = synchronous
+        self._release_timeout_s = release_timeout_s
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=queue_size)
         self._partitions: dict[str, int] = {}
         self._end: dict[TP, int] = {}
@@ -155,7 +157,8 @@ class EmbeddedBus:
             members = self._groups.get(group)
             if members is None:
                 committed = await self._read(lambda reader: reader.group_offsets(group))
-                members = self._groups[group] = Group(group, self, committed)
+                members = self._groups[group] = Group(
+                    group, self, committed, release_timeout_s=self._release_timeout_s)
             # A new group starts at the end as it stands now, committed at once (see base.py).
             fresh = {(topic, p): self.end((topic, p)) for topic in topics
                      for p in range(self.partitions(topic)) if (topic, p) not in members.committed}

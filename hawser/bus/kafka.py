@@ -167,6 +167,8 @@ class KafkaBus:
                                  retry_after=self._retry_after) from exc
 
     async def subscribe(self, topics: Sequence[str], group: str | None = None) -> Subscription:
+        """A positioned consumer; a topic that does not exist yet is created first (as the
+        embedded log does), so that a group can join before the first event."""
         if self._closed:
             raise BusUnavailable("the Kafka bus is closed", retry_after=self._retry_after)
         partitions = {topic: await self._ensure(topic) for topic in topics}

@@ -16,6 +16,10 @@ from hawser.errors import ApplicationDisabled, BadCredentials, GatewayNotAllowed
 from registry.documents import ApplicationDocument, DeviceDocument
 from registry.store import RegistryStore
 
+# SHA-512 crypt as Drogue devices may carry it: a vector of Drepper's spec, "This is just a test".
+SHA512_HASH = ("$6$rounds=5000$toolongsaltstrin$lQ8jolhgVRVhY4b5pZKaysCLi0QBxGoNeKQzQ3glMhwllF7oGDZxUhx1yxdYcz/e1JSbq3"
+               "y6JMxxl8audkUEm0")
+
 
 def device_doc(name: str, *credentials: dict[str, Any], **spec: Any) -> DeviceDocument:
     return DeviceDocument.model_validate({
@@ -39,6 +43,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             device_doc("dev1", {"pass": "pw1"}),
             device_doc("sensor", {"user": {"username": "alice", "password": "alicepw", "unique": True}}),
             device_doc("old", {"pass": {"bcrypt": imported}}),
+            device_doc("drogue", {"user": {"username": "carol", "password": {"sha512": SHA512_HASH}}}),
             device_doc("gw", {"pass": "gwpw"}),
             device_doc("behind", alias=["behind-alias"], gatewaySelector={"matchNames": ["gw"]}),
         ):
@@ -56,7 +61,8 @@ def authn(store: RegistryStore) -> DeviceAuthenticator:
 
 @pytest.mark.parametrize(
     ("user", "secret", "device"),
-    [("dev1", "pw1", "dev1"), ("alice", "alicepw", "sensor"), ("old", "legacy", "old")],
+    [("dev1", "pw1", "dev1"), ("alice", "alicepw", "sensor"), ("old", "legacy", "old"),
+     ("carol", "This is just a test", "drogue")],
 )
 async def test_credential_forms(authn: DeviceAuthenticator, user: str, secret: str, device: str) -> None:
     outcome = await authn.authenticate(DeviceCredentials("app1", user, secret))

@@ -107,6 +107,21 @@ async def test_a_partition_moves_only_after_its_holder_stopped_reading(tmp_path:
     assert [d.event.id for d in got] == [e.id for e in events[1:]]
 
 
+async def test_a_holder_that_stops_stepping_loses_its_partition_after_the_timeout(tmp_path: Path) -> None:
+    key = next(k for k in KEYS if partition_for(k, 2) == 1)
+    async with EmbeddedBus(tmp_path / "events.db", partitions=2, release_timeout_s=0.2) as bus:
+        stuck = await bus.subscribe([TOPIC], "g")
+        events = [event(n) for n in range(3)]
+        for item in events:
+            await bus.send(TOPIC, item, key)
+        (first,) = await take(stuck, 1)  # ...and never asks for the next one
+        async with await bus.subscribe([TOPIC], "g") as second:
+            got = await take(second, 3, timeout=10)  # redelivered: `stuck` never committed
+        await stuck.commit(first)  # too late: it no longer holds the partition, nothing changes
+        await stuck.aclose()
+    assert [d.event.id for d in got] == [e.id for e in events]
+
+
 async def test_send_on_a_closed_bus_is_refused(tmp_path: Path) -> None:
     bus = EmbeddedBus(tmp_path / "events.db")
     await bus.start()

@@ -14,6 +14,9 @@ from registry.credentials import CredentialInput, extract_credentials
 from registry.documents import DeviceDocument, Members
 from registry.openapi import OPERATIONS, openapi_document
 
+# Drepper's first SHA-crypt test vector ("Hello world!").
+SHA512_HASH = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
+
 
 @pytest.mark.parametrize(
     ("entry", "expected"),
@@ -21,7 +24,7 @@ from registry.openapi import OPERATIONS, openapi_document
         ({"pass": "pw"}, CredentialInput("pass", plain="pw")),
         ({"pass": {"plain": "pw"}}, CredentialInput("pass", plain="pw")),
         ({"pass": {"bcrypt": "$2b$04$abc"}}, CredentialInput("pass", hashed="$2b$04$abc")),
-        ({"pass": {"sha512": "$6$x$y"}}, CredentialInput("pass", hashed="$6$x$y")),
+        ({"pass": {"sha512": SHA512_HASH}}, CredentialInput("pass", hashed=SHA512_HASH)),
         ({"pass": {"redacted": True}}, CredentialInput("pass", redacted=True)),
         ({"user": {"username": "u", "password": "p"}}, CredentialInput("user", "u", plain="p")),
         ({"user": {"username": "u", "password": {"bcrypt": "$2b$h"}, "unique": True}},
@@ -53,6 +56,10 @@ def test_absent_versus_empty() -> None:
         {"authentication": {"credentials": [{"pass": ""}]}},
         {"authentication": {"credentials": [{"pass": 3}]}},
         {"authentication": {"credentials": [{"pass": {"md5": "x"}}]}},
+        {"authentication": {"credentials": [{"pass": {"bcrypt": "$6$x$y"}}]}},
+        {"authentication": {"credentials": [{"pass": {"sha512": "$6$x$y"}}]}},
+        {"authentication": {"credentials": [{"pass": {"sha512": SHA512_HASH.replace("$6$", "$6$rounds=2000000$")}}]}},
+        {"authentication": {"credentials": [{"user": {"username": "u", "password": {"sha512": "$2b$04$abc"}}}]}},
         {"authentication": {"credentials": [{"user": {"password": "p"}}]}},
         {"authentication": {"credentials": [{"user": {"username": "u", "password": "p", "unique": "yes"}}]}},
         {"authentication": {"credentials": [{"psk": {"key": "not base64!"}}]}},
@@ -65,6 +72,20 @@ def test_absent_versus_empty() -> None:
 def test_bad_credentials(spec: dict[str, Any]) -> None:
     with pytest.raises(BadRequest):
         extract_credentials(spec)
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ({"bcrypt": "$6$x$y"}, "credential 0: a bcrypt hash starts with $2a$, $2b$ or $2y$"),
+        ({"sha512": "$2b$04$abc"}, "credential 0: not a SHA-512 crypt hash"),
+        ({"sha512": SHA512_HASH.replace("$6$", "$6$rounds=2000000$")}, "rounds above 1000000"),
+    ],
+)
+def test_imported_hash_refused_with_reason(password: dict[str, str], reason: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        extract_credentials({"authentication": {"credentials": [{"pass": password}]}})
+    assert reason in caught.value.detail
 
 
 def test_plain_password_not_in_repr() -> None:
