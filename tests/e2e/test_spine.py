@@ -217,3 +217,51 @@ async def test_restart_keeps_events_and_a_group_resumes_without_loss_or_repeat(
 
     assert first == [0, 1, 2, 3, 4]
     assert sorted(rest) == list(range(5, 12))
+
+
+async def test_a_member_of_one_application_sees_nothing_of_another(gateway_factory: GatewayFactory) -> None:
+    async with gateway_factory() as gateway:
+        token = gateway.bootstrap_token
+        assert token
+        admin = Admin(gateway, token)
+        for app in ("tenant-a", "tenant-b"):
+            await admin.create_app(app)
+            await admin.create_device(app, "d", "pw")
+        created = await admin.client.post("/api/tokens/v1alpha1", json={"user": "alice"})
+        assert created.status_code == 201, created.text
+        alice_token = created.json()["token"]
+        members = await admin.client.put("/api/admin/v1alpha1/apps/tenant-a/members",
+                                         json={"members": {"alice": {"role": "reader"}}})
+        assert members.status_code == 204, members.text
+        await admin.aclose()
+
+        api = f"http://127.0.0.1:{gateway.api_port}"
+        async with httpx.AsyncClient(base_url=api, headers={"Authorization": f"Bearer {alice_token}"}) as alice:
+            assert (await alice.get("/api/registry/v1alpha1/apps/tenant-a")).status_code == 200
+            listed = (await alice.get("/api/registry/v1alpha1/apps")).json()
+            names = [doc["metadata"]["name"] for doc in (listed["items"] if isinstance(listed, dict) else listed)]
+            assert names == ["tenant-a"]
+            for path in ("/apps/tenant-b", "/apps/tenant-b/devices", "/apps/tenant-b/devices/d"):
+                response = await alice.get("/api/registry/v1alpha1" + path)
+                assert response.status_code == 404, path
+                assert response.headers["content-type"] == "application/problem+json"
+            delete = await alice.delete("/api/registry/v1alpha1/apps/tenant-b")
+            assert delete.status_code == 404
+            write = await alice.delete("/api/registry/v1alpha1/apps/tenant-a/devices/d")
+            assert write.status_code == 403  # a reader may look, not change
+
+        ws_base = f"ws://127.0.0.1:{gateway.api_port}/api/integration/v1/apps"
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(f"{ws_base}/tenant-b/events?token={alice_token}"):
+                pass
+        assert refused.value.response.status_code == 403
+        async with websockets.connect(f"{ws_base}/tenant-a/events?token={alice_token}") as ws, \
+                httpx.AsyncClient() as device:
+            for app in ("tenant-b", "tenant-a"):
+                response = await device.post(f"http://127.0.0.1:{gateway.http_port}/v1/t", json={"app": app},
+                                             headers={"Authorization": basic(f"d@{app}", "pw")})
+                assert response.status_code == 202
+            event = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert event["application"] == "tenant-a"
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.5)
