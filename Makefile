@@ -17,7 +17,7 @@ help:
 	@echo "make bench  - run the benchmarks in bench/ (needs Kafka; see docs/performance.md)"
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || { bash scripts/ensure-python.sh $(PYTHON) && $(PYTHON) -m venv $(VENV); }
 	@echo "installing Hawser and its dependencies into $(VENV) (log: $(VENV)/install.log)"
 	@{ $(BIN)/python -m pip install --disable-pip-version-check --upgrade pip \
 	   && $(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]'; } > $(VENV)/install.log 2>&1 \
@@ -38,7 +38,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) provision
+test: provision $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)

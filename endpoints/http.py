@@ -31,6 +31,7 @@ from hawser.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from hawser.http_body import check_content_length, read_body
 from hawser.problems import ProblemResponse, exception_handlers, internal_error, problem_for
 from hawser.telemetry import operational_routes
 
@@ -53,40 +54,10 @@ BASIC_CHALLENGE = 'Basic realm="hawser"'
 def error_response(error: HawserError) -> ProblemResponse:
     """The reply to a device for `error`: problem body, status from `HTTP_STATUS`, and the headers
     that status calls for."""
-    headers: dict[str, str] = {}
-    if isinstance(error, AuthenticationError):
-        headers["WWW-Authenticate"] = BASIC_CHALLENGE
-    elif isinstance(error, BusUnavailable):
-        headers["Retry-After"] = str(error.retry_after)
-    return problem_for(error, HTTP_STATUS, headers)
+    return problem_for(error, HTTP_STATUS, challenge=BASIC_CHALLENGE)
 
 
-def check_content_length(value: str | None, limit: int) -> None:
-    """Refuse a declared body larger than `limit` before reading any of it."""
-    if value is None:
-        return
-    if not value.isascii() or not value.isdigit():
-        raise BadRequest("invalid Content-Length")
-    size = int(value)
-    if size > limit:
-        raise PayloadTooLarge(size, limit)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (PayloadTooLarge) as soon as more than `limit` bytes arrived."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(size, limit)
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def build_app(
-    ingest: Ingest, authenticator: DeviceAuthenticator, settings: HttpEndpointSettings
-) -> Starlette:
+def build_app(ingest: Ingest, authenticator: DeviceAuthenticator, settings: HttpEndpointSettings) -> Starlette:
     """The Starlette app of the HTTP endpoint. `app.state.ready` (True) may be cleared by the
     composition root while draining, which turns `/health/ready` to 503."""
     limit = settings.max_payload_bytes
@@ -95,9 +66,7 @@ def build_app(
         try:
             headers = request.headers
             query = request.query_params
-            credentials = parse_basic_auth(
-                headers.get("authorization"), default_application=query.get("application")
-            )
+            credentials = parse_basic_auth(headers.get("authorization"), default_application=query.get("application"))
             uplink = parse_uplink(
                 request.path_params["channel"],
                 request.path_params.get("as_device"),
@@ -107,9 +76,7 @@ def build_app(
             check_content_length(headers.get("content-length"), limit)
             outcome = await authenticator.authenticate(credentials, uplink.as_device)
             payload = await read_body(request, limit)
-            await ingest.publish(
-                outcome, uplink.channel, payload, uplink.content_type, uplink.data_schema
-            )
+            await ingest.publish(outcome, uplink.channel, payload, uplink.content_type, uplink.data_schema)
         except HawserError as error:
             return error_response(error)
         except Exception:

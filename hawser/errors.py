@@ -15,6 +15,8 @@ class HawserError(Exception):
     code: str = "error"
     #: Whether the same request may succeed if repeated later, unchanged.
     retriable: bool = False
+    #: Seconds after which a retry makes sense (sent as `Retry-After`, CoAP Max-Age, ...), if known.
+    retry_after: int | None = None
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.__class__.__doc__ or self.code)
@@ -104,6 +106,12 @@ class NotFound(HawserError):
     code = "not-found"
 
 
+class UnknownTopic(NotFound):
+    """The bus has no such topic (its application was deleted); sends never create topics."""
+
+    code = "unknown-topic"
+
+
 class Conflict(HawserError):
     """The resource exists already, or was changed since it was read."""
 
@@ -136,6 +144,20 @@ class BusUnavailable(HawserError):
         self.retry_after = retry_after
 
 
+# --- capacity ------------------------------------------------------------------------------------
+
+
+class Overloaded(HawserError):
+    """Too much work is waiting already (e.g. password verifications); try again shortly."""
+
+    code = "overloaded"
+    retriable = True
+
+    def __init__(self, detail: str = "", *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 __all__ = [
     "AlreadyExists",
     "ApplicationDisabled",
@@ -152,6 +174,8 @@ __all__ = [
     "InvalidName",
     "MissingCredentials",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "StaleResourceVersion",
+    "UnknownTopic",
 ]

@@ -1,7 +1,8 @@
-"""RFC 9457 problem details: the one body every HTTP error of Hawser has.
+"""RFC 9457 problem details: the one body every HTTP error of Hawser has, built in one place.
 
-`problem_response` builds the response; `status_for` looks an error up along its MRO in a table
-that each HTTP-facing app passes in, so the table, not the raise site, decides the status.
+`problem_for` looks an error up along its MRO in a table that each HTTP-facing app passes in (so the
+table, not the raise site, decides the status) and adds the headers the error calls for:
+`WWW-Authenticate` on an authentication failure, `Retry-After` when the error knows when to retry.
 """
 
 from __future__ import annotations
@@ -9,15 +10,21 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from http import HTTPStatus
 
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 
-from hawser.errors import HawserError
+from hawser import errors as e
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 _TYPE_BASE = "https://hawser.dev/problems/"
+
+#: The challenge of the APIs (bearer tokens); the device endpoint passes its Basic one.
+BEARER_CHALLENGE = 'Bearer realm="hawser"'
 
 
 class ProblemResponse(Response):
@@ -43,12 +50,11 @@ class ProblemResponse(Response):
         if extra:
             body.update(extra)
         super().__init__(
-            json.dumps(body, separators=(",", ":")).encode(), status_code=status,
-            headers=dict(headers or {}),
+            json.dumps(body, separators=(",", ":")).encode(), status_code=status, headers=dict(headers or {})
         )
 
 
-def status_for(error: HawserError, table: Mapping[type[HawserError], int]) -> int:
+def status_for(error: e.HawserError, table: Mapping[type[e.HawserError], int]) -> int:
     """The status of the nearest class of `error` in `table`, 500 if none."""
     for cls in type(error).__mro__:
         if cls in table:
@@ -57,78 +63,64 @@ def status_for(error: HawserError, table: Mapping[type[HawserError], int]) -> in
 
 
 def problem_for(
-    error: HawserError,
-    table: Mapping[type[HawserError], int],
-    headers: Mapping[str, str] | None = None,
+    error: e.HawserError,
+    table: Mapping[type[e.HawserError], int],
+    *,
+    challenge: str = BEARER_CHALLENGE,
+    extra: Mapping[str, object] | None = None,
 ) -> ProblemResponse:
-    from http import HTTPStatus
-
     status = status_for(error, table)
     if status >= 500 and not error.retriable:
-        log.error("unmapped error %r", error)
+        log.error("no status for %r in this adapter's table", error)
+    headers: dict[str, str] = {}
+    if isinstance(error, e.AuthenticationError):
+        headers["WWW-Authenticate"] = challenge
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
     return ProblemResponse(
-        status, HTTPStatus(status).phrase, error.detail, code=error.code, headers=headers
+        status, HTTPStatus(status).phrase, error.detail, code=error.code, headers=headers, extra=extra
     )
 
 
 def internal_error() -> ProblemResponse:
     """For bugs: the caller logs the traceback; the client learns nothing of the internals."""
-    return ProblemResponse(500, "Internal Server Error", "an unexpected error occurred",
-                           code="internal")
-
-
-def _api_table() -> dict[type[HawserError], int]:
-    from hawser import errors as e
-
-    return {
-        e.AuthenticationError: 401,
-        e.Forbidden: 403,
-        e.NotFound: 404,
-        e.Conflict: 409,
-        e.BadJson: 400,
-        e.BadRequest: 400,
-        e.PayloadTooLarge: 413,
-        e.BusUnavailable: 503,
-    }
+    return ProblemResponse(500, "Internal Server Error", "an unexpected error occurred", code="internal")
 
 
 #: The status table of the management and integration APIs (port 8081).
-API_STATUS: Mapping[type[HawserError], int] = _api_table()
+API_STATUS: Mapping[type[e.HawserError], int] = {
+    e.AuthenticationError: 401,
+    e.Forbidden: 403,
+    e.NotFound: 404,
+    e.Conflict: 409,
+    e.BadRequest: 400,
+    e.PayloadTooLarge: 413,
+    e.BusUnavailable: 503,
+}
 
 
 def exception_handlers(
-    table: Mapping[type[HawserError], int],
+    table: Mapping[type[e.HawserError], int], *, challenge: str = BEARER_CHALLENGE
 ) -> dict[type[Exception] | int, object]:
-    """Starlette exception handlers that turn every error into a problem body, in one place.
+    """Starlette exception handlers that turn every error into a problem body.
 
-    `HawserError` → its status from `table` (401 gets `WWW-Authenticate`, 503 `Retry-After`);
-    Starlette's own `HTTPException` (404 no route, 405) → a problem with that status;
-    anything else is a bug: logged with its traceback, answered with a bare 500.
+    `HawserError` → its status from `table`; Starlette's own `HTTPException` (no route, wrong method)
+    → a problem with that status; anything else is a bug, answered with a bare 500. The bug's
+    traceback is logged once, by uvicorn, because Starlette re-raises it after this reply is sent.
     """
-    from starlette.exceptions import HTTPException
-    from starlette.requests import Request
-
-    from hawser.errors import AuthenticationError, BusUnavailable
 
     async def on_hawser_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HawserError)
-        headers: dict[str, str] = {}
-        if isinstance(exc, AuthenticationError):
-            headers["WWW-Authenticate"] = request.scope.get("hawser.auth_challenge", 'Bearer realm="hawser"')
-        if isinstance(exc, BusUnavailable):
-            headers["Retry-After"] = str(exc.retry_after)
-        return problem_for(exc, table, headers)
+        assert isinstance(exc, e.HawserError)
+        return problem_for(exc, table, challenge=challenge)
 
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        from http import HTTPStatus
-
-        return ProblemResponse(exc.status_code, HTTPStatus(exc.status_code).phrase,
-                               exc.detail if exc.detail != HTTPStatus(exc.status_code).phrase else "",
-                               headers=exc.headers)
+        phrase = HTTPStatus(exc.status_code).phrase
+        return ProblemResponse(
+            exc.status_code, phrase, exc.detail if exc.detail != phrase else "", headers=exc.headers
+        )
 
     async def on_bug(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return internal_error()
 
-    return {HawserError: on_hawser_error, HTTPException: on_http_exception, Exception: on_bug}
+    return {e.HawserError: on_hawser_error, HTTPException: on_http_exception, Exception: on_bug}

@@ -25,6 +25,7 @@ from auth.tokens import AccessTokenAuthenticator, ensure_bootstrap_token
 from endpoints.http import build_app as build_http_endpoint
 from endpoints.ingest import Ingest
 from hawser import passwords
+from hawser._http_protocol import BoundedHttpToolsProtocol
 from hawser.bus import EventBus, open_bus
 from hawser.config import Settings
 from hawser.problems import API_STATUS, exception_handlers
@@ -141,7 +142,7 @@ class Gateway:
         sock = _bind(host, port)
         config = uvicorn.Config(
             app,
-            http="httptools",
+            http=BoundedHttpToolsProtocol,
             ws="websockets-sansio" if websockets else "none",
             lifespan="off",
             log_config=None,
@@ -170,6 +171,8 @@ class Gateway:
             for task in pending:
                 log.warning("server %s did not drain in time; cancelling", task.get_name())
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("server %s failed", task.get_name(), exc_info=task.exception())

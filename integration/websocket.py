@@ -24,9 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 from hawser.access import Principal, Role, UserAuthenticator
 from hawser.bus import Delivery, EventBus, Subscription
 from hawser.errors import (
-    AuthenticationError,
     BadCredentials,
-    BusUnavailable,
     Forbidden,
     HawserError,
     NotFound,
@@ -128,13 +126,8 @@ class _EventStream:
 async def _deny(websocket: WebSocket, error: HawserError) -> None:
     """Refuse the handshake with an HTTP problem reply; servers without the denial-response
     extension get a bare close instead (which they turn into a 403)."""
-    headers: dict[str, str] = {}
-    if isinstance(error, AuthenticationError):
-        headers["WWW-Authenticate"] = 'Bearer realm="hawser"'
-    if isinstance(error, BusUnavailable):
-        headers["Retry-After"] = str(error.retry_after)
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(problem_for(error, API_STATUS, headers))
+        await websocket.send_denial_response(problem_for(error, API_STATUS))
     else:
         await websocket.close(code=1008, reason=error.code)
 

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from hawser.access import Principal, Role, UserAuthenticator
 from hawser.errors import Forbidden
-from registry._http import guarded, json_body, json_response, parse, principal_of, require
+from registry._http import app_param, guarded, json_body, json_response, parse, principal_of, require
 from registry.documents import CreatedToken, MemberEntry, Members, TokenInfo, TokenRequest
 from registry.store import RegistryStore
 from registry.tokens import TokenRecord, hash_token, new_token
@@ -44,7 +44,7 @@ class AdminEndpoints:
         self.auth = authenticator
 
     async def get_members(self, request: Request) -> Response:
-        app = request.path_params["app"]
+        app = app_param(request)
         await require(self.store, await principal_of(request, self.auth), app, Role.ADMIN)
         version, members = await self.store.get_members(app)
         document = Members(resource_version=version,
@@ -52,7 +52,7 @@ class AdminEndpoints:
         return json_response(document.dump())
 
     async def put_members(self, request: Request) -> Response:
-        app = request.path_params["app"]
+        app = app_param(request)
         await require(self.store, await principal_of(request, self.auth), app, Role.ADMIN)
         document = parse(Members, await json_body(request))
         await self.store.set_members(

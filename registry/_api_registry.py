@@ -1,6 +1,7 @@
 """`/api/registry/v1alpha1`: applications and their devices (list, create, read, update, delete).
 
-Lists are plain JSON arrays (as Drogue's); create answers 201 with `Location` and the document;
+Lists are plain JSON arrays (as Drogue's), filtered by `?labels=` and then paged by `?offset=` and
+`?limit=` (at most 1000; without it, the whole list); create answers 201 with `Location` and the document;
 update and delete answer 204. Reading needs the role reader, changing devices or an application
 manager, deleting an application admin (see `registry._http` for the 404-not-403 rule).
 """
@@ -15,7 +16,18 @@ from starlette.routing import Route
 
 from hawser.access import Role, UserAuthenticator
 from hawser.errors import BadRequest, Forbidden
-from registry._http import guarded, json_body, json_response, parse, precondition, principal_of, require
+from registry._http import (
+    app_param,
+    device_param,
+    guarded,
+    json_body,
+    json_response,
+    page_of,
+    parse,
+    precondition,
+    principal_of,
+    require,
+)
 from registry._http import selector_of as _selector
 from registry.documents import ApplicationDocument, DeviceDocument
 from registry.store import RegistryStore
@@ -37,8 +49,9 @@ class RegistryEndpoints:
 
     async def list_apps(self, request: Request) -> Response:
         principal = await principal_of(request, self.auth)
-        apps = await self.store.list_applications(principal=principal, selector=_selector(request))
-        return json_response([a.dump() for a in apps])
+        selector, window = _selector(request), page_of(request)
+        apps = await self.store.list_applications(principal=principal, selector=selector)
+        return json_response([a.dump() for a in apps[window]])
 
     async def create_app(self, request: Request) -> Response:
         principal = await principal_of(request, self.auth)
@@ -50,12 +63,12 @@ class RegistryEndpoints:
         return json_response(created.dump(), 201, {"Location": location})
 
     async def get_app(self, request: Request) -> Response:
-        app = request.path_params["app"]
+        app = app_param(request)
         await require(self.store, await principal_of(request, self.auth), app, Role.READER)
         return json_response((await self.store.get_application(app)).dump())
 
     async def update_app(self, request: Request) -> Response:
-        app = request.path_params["app"]
+        app = app_param(request)
         principal = await principal_of(request, self.auth)
         await require(self.store, principal, app, Role.MANAGER)
         document = parse(ApplicationDocument, await json_body(request))
@@ -64,7 +77,7 @@ class RegistryEndpoints:
         return Response(status_code=204)
 
     async def delete_app(self, request: Request) -> Response:
-        app = request.path_params["app"]
+        app = app_param(request)
         await require(self.store, await principal_of(request, self.auth), app, Role.ADMIN)
         version = precondition(await json_body(request, optional=True), request)
         await self.store.delete_application(app, resource_version=version)
@@ -73,13 +86,14 @@ class RegistryEndpoints:
     # --- devices ---------------------------------------------------------------------------------
 
     async def list_devices(self, request: Request) -> Response:
-        app = request.path_params["app"]
+        app = app_param(request)
         await require(self.store, await principal_of(request, self.auth), app, Role.READER)
-        devices = await self.store.list_devices(app, selector=_selector(request))
-        return json_response([d.dump() for d in devices])
+        selector, window = _selector(request), page_of(request)
+        devices = await self.store.list_devices(app, selector=selector)
+        return json_response([d.dump() for d in devices[window]])
 
     async def create_device(self, request: Request) -> Response:
-        app = request.path_params["app"]
+        app = app_param(request)
         await require(self.store, await principal_of(request, self.auth), app, Role.MANAGER)
         document = parse(DeviceDocument, await json_body(request))
         _same("application", app, document.metadata.application)
@@ -88,12 +102,12 @@ class RegistryEndpoints:
         return json_response(created.dump(), 201, {"Location": location})
 
     async def get_device(self, request: Request) -> Response:
-        app, device = request.path_params["app"], request.path_params["device"]
+        app, device = device_param(request)
         await require(self.store, await principal_of(request, self.auth), app, Role.READER)
         return json_response((await self.store.get_device(app, device)).dump())
 
     async def update_device(self, request: Request) -> Response:
-        app, device = request.path_params["app"], request.path_params["device"]
+        app, device = device_param(request)
         await require(self.store, await principal_of(request, self.auth), app, Role.MANAGER)
         document = parse(DeviceDocument, await json_body(request))
         _same("application", app, document.metadata.application)
@@ -102,7 +116,7 @@ class RegistryEndpoints:
         return Response(status_code=204)
 
     async def delete_device(self, request: Request) -> Response:
-        app, device = request.path_params["app"], request.path_params["device"]
+        app, device = device_param(request)
         await require(self.store, await principal_of(request, self.auth), app, Role.MANAGER)
         version = precondition(await json_body(request, optional=True), request)
         await self.store.delete_device(app, device, resource_version=version)

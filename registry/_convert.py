@@ -7,9 +7,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from hawser.errors import BadRequest
 from registry.credentials import redacted_view
 from registry.documents import ApplicationDocument, DeviceDocument, Metadata
 from registry.models import Application, Credential, Device
+from registry.names import check_device_name
 from registry.values import (
     ApplicationInfo,
     DeviceInfo,
@@ -31,12 +33,11 @@ def is_disabled(spec: Mapping[str, Any]) -> bool:
 
 
 def aliases_of(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """The aliases of a device spec; each follows the device-name rule (`InvalidName` if not)."""
     raw = spec.get("alias", [])
-    if not isinstance(raw, list) or not all(isinstance(a, str) and a for a in raw):
-        from hawser.errors import BadRequest
-
-        raise BadRequest("spec.alias must be a list of non-empty strings")
-    return tuple(dict.fromkeys(raw))
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+        raise BadRequest("spec.alias must be a list of strings")
+    return tuple(dict.fromkeys(check_device_name(a, "alias") for a in raw))
 
 
 def gateways_of(spec: Mapping[str, Any]) -> tuple[str, ...]:

@@ -9,8 +9,8 @@ a member whose role is too low gets 403.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from http import HTTPStatus
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -21,19 +21,24 @@ from hawser.access import Principal, Role, UserAuthenticator
 from hawser.errors import (
     AuthenticationError,
     BadJson,
-    BusUnavailable,
+    BadRequest,
     Forbidden,
     HawserError,
     MissingCredentials,
     NotFound,
 )
-from hawser.problems import API_STATUS, ProblemResponse, problem_for
+from hawser.http_body import read_body
+from hawser.problems import API_STATUS, internal_error, problem_for
+from registry.names import is_application_name, is_device_name
 from registry.selectors import Selector, parse_selector
 from registry.store import RegistryStore
 
+log = logging.getLogger("registry.api")
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
 MAX_BODY = 1024 * 1024
+#: The largest page `?limit=` may ask for; without `limit` a list is complete (as Drogue's).
+MAX_LIMIT = 1000
 
 
 class InvalidDocument(HawserError):
@@ -46,22 +51,24 @@ class InvalidDocument(HawserError):
         self.errors = errors
 
 
+#: The API's table plus the registry's own schema error.
+STATUS: Mapping[type[HawserError], int] = {**API_STATUS, InvalidDocument: 422}
+
+
 def guarded(handler: Handler) -> Handler:
-    """Every Hawser error becomes an RFC 9457 problem (422 with an `errors` list for schema errors)."""
+    """Every Hawser error becomes an RFC 9457 problem (422 with an `errors` list for schema errors);
+    anything else is a bug: its traceback is logged here, once, and the client gets a bare 500."""
 
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
         except InvalidDocument as e:
-            return ProblemResponse(422, HTTPStatus(422).phrase, e.detail, code=e.code,
-                                   extra={"errors": e.errors})
+            return problem_for(e, STATUS, extra={"errors": e.errors})
         except HawserError as e:
-            headers: dict[str, str] = {}
-            if isinstance(e, AuthenticationError):
-                headers["WWW-Authenticate"] = 'Bearer realm="hawser"'
-            if isinstance(e, BusUnavailable):
-                headers["Retry-After"] = str(e.retry_after)
-            return problem_for(e, API_STATUS, headers)
+            return problem_for(e, STATUS)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            return internal_error()
 
     endpoint.__name__ = handler.__name__
     return endpoint
@@ -78,9 +85,9 @@ async def principal_of(request: Request, authenticator: UserAuthenticator) -> Pr
 
 
 async def json_body(request: Request, *, optional: bool = False) -> Any:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise BadJson(f"the body exceeds {MAX_BODY} bytes")
+    """The parsed JSON body: PayloadTooLarge beyond `MAX_BODY`, BadJson if not JSON (or nested
+    too deeply for the parser)."""
+    body = await read_body(request, MAX_BODY)
     if not body.strip():
         if optional:
             return None
@@ -89,6 +96,8 @@ async def json_body(request: Request, *, optional: bool = False) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadJson(f"the body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise BadJson("the body is nested too deeply") from None
 
 
 def parse(model: type[M], data: Any) -> M:
@@ -106,6 +115,39 @@ def selector_of(request: Request) -> Selector:
 
 def app_not_found(application: str) -> NotFound:
     return NotFound(f"application {application[:80]!r} not found")
+
+
+def app_param(request: Request) -> str:
+    """The `{app}` of the path; a name no application can have is simply not found."""
+    app: str = request.path_params["app"]
+    if not is_application_name(app):
+        raise app_not_found(app)
+    return app
+
+
+def device_param(request: Request) -> tuple[str, str]:
+    """(`{app}`, `{device}`) of the path; names that cannot exist are not found."""
+    app, device = app_param(request), request.path_params["device"]
+    if not is_device_name(device):
+        raise NotFound(f"device {device[:80]!r} not found in application {app!r}")
+    return app, device
+
+
+def _bounded(request: Request, name: str, default: int | None, high: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or int(raw) > high:
+        raise BadRequest(f"'{name}' must be a whole number from 0 to {high}")
+    return int(raw)
+
+
+def page_of(request: Request) -> slice:
+    """Drogue's paging, applied after the label selector: skip `?offset=`, then at most `?limit=`
+    (0 to `MAX_LIMIT`; no `limit` means the rest of the list). BadRequest if out of range."""
+    offset = _bounded(request, "offset", 0, 2**31 - 1) or 0
+    limit = _bounded(request, "limit", None, MAX_LIMIT)
+    return slice(offset, None if limit is None else offset + limit)
 
 
 async def require(store: RegistryStore, principal: Principal, application: str, role: Role) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from hawser import passwords
 from hawser.errors import BadRequest
+from registry.names import MAX_IDENTIFIER, is_identifier
 
 Kind = Literal["pass", "user", "psk"]
 REDACTED: dict[str, Any] = {"redacted": True}
@@ -89,8 +90,9 @@ def _one(entry: object, where: str) -> CredentialInput:
         if not isinstance(body, dict):
             raise BadRequest(f"{where}: user credential must be an object")
         username = body.get("username")
-        if not isinstance(username, str) or not 1 <= len(username) <= 256:
-            raise BadRequest(f"{where}: user credential needs a username (1 to 256 characters)")
+        if not isinstance(username, str) or not is_identifier(username):
+            raise BadRequest(f"{where}: user credential needs a username "
+                             f"(1 to {MAX_IDENTIFIER} characters, no control characters)")
         unique = body.get("unique", False)
         if not isinstance(unique, bool):
             raise BadRequest(f"{where}: 'unique' must be a boolean")

@@ -14,6 +14,19 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 from pydantic_core import PydanticCustomError
 
 from hawser.access import Role
+from registry.names import MAX_IDENTIFIER, has_control, is_application_name, is_identifier
+
+#: Label values; keys (of labels and annotations) follow `registry.names.is_identifier`.
+MAX_LABEL_VALUE = 1024
+#: `expiresIn` at most ten years (a bound keeps the arithmetic of the expiry in range).
+MAX_EXPIRES_IN = 10 * 366 * 24 * 3600
+
+
+def _check_keys(mapping: dict[str, str], what: str) -> None:
+    for key in mapping:
+        if not is_identifier(key):
+            raise PydanticCustomError(
+                "key", f"{what} keys are 1 to {MAX_IDENTIFIER} characters without control characters")
 
 
 class _Model(BaseModel):
@@ -35,6 +48,23 @@ class Metadata(_Model):
     )
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        _check_keys(value, "label")
+        if any(len(v) > MAX_LABEL_VALUE or has_control(v) for v in value.values()):
+            raise PydanticCustomError(
+                "label", f"label values are at most {MAX_LABEL_VALUE} characters without control characters")
+        return value
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
+        _check_keys(value, "annotation")
+        if any("\x00" in v for v in value.values()):
+            raise PydanticCustomError("annotation", "annotation values may not contain NUL")
+        return value
 
 
 class Document(_Model):
@@ -81,6 +111,14 @@ class Members(_Model):
     )
     members: dict[str, MemberEntry] = Field(default_factory=dict)
 
+    @field_validator("members")
+    @classmethod
+    def _users(cls, value: dict[str, MemberEntry]) -> dict[str, MemberEntry]:
+        if not all(is_identifier(user) for user in value):
+            raise PydanticCustomError(
+                "user", f"member user names are 1 to {MAX_IDENTIFIER} characters without control characters")
+        return value
+
     def dump(self) -> dict[str, Any]:
         return {
             **({"resourceVersion": self.resource_version} if self.resource_version else {}),
@@ -97,7 +135,22 @@ class TokenRequest(_Model):
     #: Whom the token is for (superusers only); the caller by default.
     user: str | None = Field(default=None, min_length=1, max_length=256)
     #: Lifetime in seconds; absent means it never expires.
-    expires_in: int | None = Field(default=None, validation_alias="expiresIn", serialization_alias="expiresIn", gt=0)
+    expires_in: int | None = Field(default=None, validation_alias="expiresIn", serialization_alias="expiresIn",
+                                   gt=0, le=MAX_EXPIRES_IN)
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not is_identifier(value):
+            raise PydanticCustomError("user", "a user name has no control characters")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not all(is_application_name(s) for s in value):
+            raise PydanticCustomError("scope", "scopes are application names")
+        return value
 
 
 class TokenInfo(_Model):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,8 +20,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-KAFKA_VERSION = "3.9.1"
 SCRIPTS = Path(__file__).resolve().parent
+#: Named once, in the pom that provision.sh resolves the jars from.
+KAFKA_VERSION = re.search(r"<kafka.version>(.+?)</kafka.version>", (SCRIPTS / "kafka-pom.xml").read_text()).group(1)  # type: ignore[union-attr]
 _live: weakref.WeakSet[Server] = weakref.WeakSet()
 
 

@@ -5,8 +5,9 @@
 # Quiet when everything is already there; scripts/services.py starts and stops the servers themselves.
 set -euo pipefail
 
-KAFKA_VERSION="3.9.1"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# One place names the Kafka version: the pom (scripts/_service_base.py reads it from there too).
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/kafka-pom.xml")"
 cache="${HAWSER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hawser}"
 kafka_home="$cache/kafka-$KAFKA_VERSION"
 marker="$kafka_home/.complete"
@@ -37,7 +38,7 @@ apt_install() {
 
 # --- Java and Maven (normally already on the machine) -------------------------------------------------
 if ! command -v java >/dev/null 2>&1; then
-    apt_install openjdk-17-jre-headless
+    apt_install default-jre-headless
 fi
 if ! command -v mvn >/dev/null 2>&1; then
     apt_install maven
@@ -82,7 +83,7 @@ if ! command -v kcat >/dev/null 2>&1; then
         apt_updated=1
     fi
     if apt-cache show kcat >/dev/null 2>&1; then
-        apt_install kcat
+        apt_install kcat || say "could not install kcat; skipping it (only the README's examples use it)"
     else
         say "kcat is not in Debian's package index here; skipping it (only the README's examples use it)"
     fi

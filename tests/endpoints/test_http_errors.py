@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from endpoints.http import check_content_length, error_response
+from endpoints.http import error_response
 from hawser import errors as e
+from hawser.http_body import check_content_length
 
 
 @pytest.mark.parametrize(
@@ -47,8 +48,14 @@ def test_content_length_within(value: str | None, limit: int) -> None:
 
 @pytest.mark.parametrize(
     ("value", "error"),
-    [("6", e.PayloadTooLarge), ("99999999999999999999", e.PayloadTooLarge), ("-1", e.BadRequest),
-     ("abc", e.BadRequest), ("", e.BadRequest), ("\u0665", e.BadRequest)],
+    [
+        ("6", e.PayloadTooLarge),
+        ("99999999999999999999", e.PayloadTooLarge),
+        ("-1", e.BadRequest),
+        ("abc", e.BadRequest),
+        ("", e.BadRequest),
+        ("\u0665", e.BadRequest),
+    ],
 )
 def test_content_length_refused(value: str, error: type[e.HawserError]) -> None:
     with pytest.raises(error):

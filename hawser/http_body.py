@@ -1,0 +1,40 @@
+"""The capped HTTP request body reader every Hawser HTTP app shares (device endpoint, registry API).
+
+A body is refused (PayloadTooLarge) from its declared Content-Length before any of it is read, and
+again as soon as more than the limit has streamed in, so it is never buffered past the limit.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from hawser.errors import BadRequest, PayloadTooLarge
+
+
+def check_content_length(value: str | None, limit: int) -> None:
+    """Refuse a declared body larger than `limit` before reading any of it (BadRequest when the
+    header is not a whole number)."""
+    if value is None:
+        return
+    if not value.isascii() or not value.isdigit():
+        raise BadRequest("invalid Content-Length")
+    size = int(value)
+    if size > limit:
+        raise PayloadTooLarge(size, limit)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (PayloadTooLarge) a declared Content-Length over `limit`, and
+    as soon as more than `limit` bytes arrived."""
+    check_content_length(request.headers.get("content-length"), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(size, limit)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+__all__ = ["check_content_length", "read_body"]
