@@ -1,5 +1,8 @@
 """`/api/admin/v1alpha1/apps/{app}/members` (Drogue's members document) and
-`/api/tokens/v1alpha1` (the caller's access tokens; the secret is shown once, at creation)."""
+`/api/tokens/v1alpha1` (the caller's access tokens; the secret is shown once, at creation).
+
+A scoped token manages (lists, revokes) only tokens whose scopes lie within its own, and creates
+only such tokens; a member list must keep at least one admin unless a superuser sets it."""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hawser.access import Principal, Role, UserAuthenticator
-from hawser.errors import Forbidden
+from hawser.errors import Conflict, Forbidden, NotFound
 from registry._http import app_param, guarded, json_body, json_response, parse, principal_of, require
 from registry.documents import CreatedToken, MemberEntry, Members, TokenInfo, TokenRequest
+from registry.names import is_identifier
 from registry.store import RegistryStore
 from registry.tokens import TokenRecord, hash_token, new_token
 
@@ -38,6 +42,17 @@ def _scopes_for(principal: Principal, wanted: list[str] | None) -> frozenset[str
     return scopes
 
 
+def _manages(principal: Principal, record: TokenRecord) -> bool:
+    """Whether `principal` may see and revoke `record`: its own tokens (any user's for an unscoped
+    superuser); a scoped token only those whose scopes lie within its own (never an unscoped one),
+    so a token limited to one application cannot revoke its owner's wider tokens."""
+    if principal.superuser and principal.scopes is None:
+        return True
+    if record.user != principal.user:
+        return False
+    return principal.scopes is None or (record.scopes is not None and record.scopes <= principal.scopes)
+
+
 class AdminEndpoints:
     def __init__(self, store: RegistryStore, authenticator: UserAuthenticator) -> None:
         self.store = store
@@ -53,8 +68,11 @@ class AdminEndpoints:
 
     async def put_members(self, request: Request) -> Response:
         app = app_param(request)
-        await require(self.store, await principal_of(request, self.auth), app, Role.ADMIN)
+        principal = await principal_of(request, self.auth)
+        await require(self.store, principal, app, Role.ADMIN)
         document = parse(Members, await json_body(request))
+        if not principal.superuser and not any(e.role is Role.ADMIN for e in document.members.values()):
+            raise Conflict("an application needs at least one admin; only a superuser may remove the last")
         await self.store.set_members(
             app, {u: e.role for u, e in document.members.items()},
             resource_version=document.resource_version,
@@ -64,7 +82,8 @@ class AdminEndpoints:
     async def list_tokens(self, request: Request) -> Response:
         principal = await principal_of(request, self.auth)
         records = await self.store.list_tokens(principal.user)
-        return json_response([token_info(r).model_dump(mode="json") for r in records])
+        return json_response([token_info(r).model_dump(mode="json") for r in records
+                              if _manages(principal, r)])
 
     async def create_token(self, request: Request) -> Response:
         principal = await principal_of(request, self.auth)
@@ -89,8 +108,15 @@ class AdminEndpoints:
 
     async def delete_token(self, request: Request) -> Response:
         principal = await principal_of(request, self.auth)
-        owner = None if principal.superuser and principal.scopes is None else principal.user
-        await self.store.delete_token(request.path_params["id"], user=owner)
+        token_id: str = request.path_params["id"]
+        # 404, not 403, for a token the caller may not manage: its existence is not the caller's business.
+        missing = NotFound(f"token {token_id[:40]!r} not found")
+        if not is_identifier(token_id, 64):
+            raise missing
+        record = await self.store.get_token(token_id)
+        if record is None or not _manages(principal, record):
+            raise missing
+        await self.store.delete_token(token_id, user=record.user)
         return Response(status_code=204)
 
     def routes(self) -> list[Route]:

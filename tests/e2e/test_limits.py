@@ -31,7 +31,8 @@ async def test_an_oversized_request_head_gets_431_and_others_are_still_served(
     gateway_factory: GatewayFactory,
 ) -> None:
     async with gateway_factory() as gateway:
-        assert gateway.http_port and gateway.api_port
+        assert gateway.http_port
+        assert gateway.api_port
         for port in (gateway.http_port, gateway.api_port):
             junk = b"x" * (4 * MAX_HEAD_BYTES)
             # Never ends its header: the server must not wait for (and buffer) the rest.
