@@ -22,13 +22,13 @@ class AccessTokenAuthenticator:
         self._store = store
 
     async def authenticate_bearer(self, token: str) -> Principal:
-        if not token or len(token) > 512:
+        # Nothing that cannot be a token (too long, control characters) is sent to the database.
+        if not token or len(token) > 512 or not token.isprintable():
             raise BadCredentials("unknown or expired access token")
         record = await self._store.get_token(token_id_of(token))
         if record is None or not matches(record, token) or record.expired(datetime.now(UTC)):
             raise BadCredentials("unknown or expired access token")
-        return Principal(user=record.user, superuser=record.superuser, scopes=record.scopes,
-                         token_id=record.id)
+        return Principal(user=record.user, superuser=record.superuser, scopes=record.scopes, token_id=record.id)
 
 
 async def ensure_bootstrap_token(store: RegistryStore, configured: str = "") -> str | None:
@@ -41,10 +41,16 @@ async def ensure_bootstrap_token(store: RegistryStore, configured: str = "") -> 
         token_id = token_id_of(token)
     else:
         token, token_id = new_token()
-    await store.add_token(TokenRecord(
-        id=token_id, hash=hash_token(token), user=BOOTSTRAP_USER, created=datetime.now(UTC),
-        superuser=True, description="bootstrap admin token",
-    ))
+    await store.add_token(
+        TokenRecord(
+            id=token_id,
+            hash=hash_token(token),
+            user=BOOTSTRAP_USER,
+            created=datetime.now(UTC),
+            superuser=True,
+            description="bootstrap admin token",
+        )
+    )
     return token
 
 

@@ -5,6 +5,11 @@ ingest pipeline. Errors become replies in one place, `HTTP_STATUS`; anything tha
 `HawserError` is a bug, logged with its traceback and answered with a generic 500. The body is read
 with a hard cap and never buffered past the limit; uvicorn discards what a device still sends after
 the 413 instead of resetting the connection (a reset can destroy the 413 before the device reads it).
+
+Drogue treats the path suffix after the channel as part of the topic (`/v1/{channel}/{sub/topic}`);
+Hawser, per its design and issue 4, reads it as the device a gateway publishes for (`as-device`, the
+same as the `as` query parameter). Query `application` and `device` follow Drogue: with `device`,
+the Basic user is the username of that device's `user` credential.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from hawser.errors import (
     Forbidden,
     HawserError,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
 )
 from hawser.http_body import check_content_length, read_body
@@ -46,6 +52,7 @@ HTTP_STATUS: Mapping[type[HawserError], int] = {
     NotFound: 404,
     PayloadTooLarge: 413,
     BusUnavailable: 503,
+    Overloaded: 503,  # too many password verifications waiting; Retry-After from the error
 }
 
 BASIC_CHALLENGE = 'Basic realm="hawser"'
@@ -66,7 +73,9 @@ def build_app(ingest: Ingest, authenticator: DeviceAuthenticator, settings: Http
         try:
             headers = request.headers
             query = request.query_params
-            credentials = parse_basic_auth(headers.get("authorization"), default_application=query.get("application"))
+            credentials = parse_basic_auth(
+                headers.get("authorization"), default_application=query.get("application"), device=query.get("device")
+            )
             uplink = parse_uplink(
                 request.path_params["channel"],
                 request.path_params.get("as_device"),
@@ -76,7 +85,7 @@ def build_app(ingest: Ingest, authenticator: DeviceAuthenticator, settings: Http
             check_content_length(headers.get("content-length"), limit)
             outcome = await authenticator.authenticate(credentials, uplink.as_device)
             payload = await read_body(request, limit)
-            await ingest.publish(outcome, uplink.channel, payload, uplink.content_type, uplink.data_schema)
+            await ingest.publish(outcome, uplink, payload)
         except HawserError as error:
             return error_response(error)
         except Exception:

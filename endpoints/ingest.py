@@ -8,14 +8,16 @@ device only after `publish` returned; any error it raises means the message was 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 
 from prometheus_client import Counter
 
 from auth.devices import AuthOutcome
+from endpoints.uplink import Uplink
 from hawser.bus.base import EventBus
 from hawser.errors import BadJson, BusUnavailable, PayloadTooLarge
-from hawser.events import CloudEvent, EventOrigin, events_topic, is_json_content_type, new_event
+from hawser.events import CloudEvent, EventOrigin, event_template, events_topic, is_json_content_type
 
 EVENTS = Counter("hawser_ingest_events", "Device events offered to the bus, by outcome.", ["outcome"])
 _PUBLISHED = EVENTS.labels("published")
@@ -24,7 +26,31 @@ _BAD_JSON = EVENTS.labels("bad-json")
 _BUS_UNAVAILABLE = EVENTS.labels("bus-unavailable")
 _FAILED = EVENTS.labels("failed")
 
-_NO_EXTENSIONS: Mapping[str, str] = {}
+
+def _not_json(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("number out of range")
+    return value
+
+
+# Strict JSON as serde_json reads it (Drogue): UTF-8 text, no NaN, Infinity or -Infinity, and no
+# number beyond a double's range (which Python would read as infinity and later write as `Infinity`).
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
+
+
+def check_json(payload: bytes) -> None:
+    """BadJson unless `payload` is one JSON value in UTF-8; nesting too deep to parse counts as
+    not JSON too."""
+    try:
+        _DECODER.decode(payload.decode("utf-8"))
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        _BAD_JSON.inc()
+        raise BadJson() from None
 
 
 class Ingest:
@@ -36,49 +62,32 @@ class Ingest:
         self.max_payload_bytes = max_payload_bytes
 
     def check_payload(self, payload: bytes, content_type: str | None) -> None:
-        """Raise PayloadTooLarge or BadJson; adapters may call it before authenticating too."""
+        """Raise PayloadTooLarge or BadJson; adapters may call it before authenticating too.
+        The one size check every protocol gets (HTTP also stops reading at the same limit)."""
         if len(payload) > self.max_payload_bytes:
             _TOO_LARGE.inc()
             raise PayloadTooLarge(len(payload), self.max_payload_bytes)
         if is_json_content_type(content_type):
-            try:
-                json.loads(payload)
-            except ValueError:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
-                _BAD_JSON.inc()
-                raise BadJson() from None
+            check_json(payload)
 
     async def publish(
-        self,
-        outcome: AuthOutcome,
-        channel: str,
-        payload: bytes,
-        content_type: str | None,
-        data_schema: str | None,
-        extensions: Mapping[str, str] | None = None,
+        self, outcome: AuthOutcome, uplink: Uplink, payload: bytes, extensions: Mapping[str, str] | None = None
     ) -> CloudEvent:
         """Build and send the event; returns it once the bus acknowledged. Raises PayloadTooLarge,
-        BadJson or BusUnavailable."""
-        self.check_payload(payload, content_type)
-        app, sender, target = outcome.application, outcome.device, outcome.target
-        origin = EventOrigin(
-            application=app.name,
-            application_uid=app.uid,
-            device=target.name,
-            device_uid=target.uid,
-            sender=sender.name,
-            sender_uid=sender.uid,
-            extra=extensions or _NO_EXTENSIONS,
-        )
-        event = new_event(
-            origin,
-            channel=channel,
-            data=payload,
-            instance=self.instance,
-            content_type=content_type,
-            data_schema=data_schema,
+        BadJson or BusUnavailable. The static attributes come from the outcome's cached template
+        unless `extensions` (protocol-specific attributes) are given."""
+        self.check_payload(payload, uplink.content_type)
+        if extensions:
+            app, sender, target = outcome.application, outcome.device, outcome.target
+            origin = EventOrigin(app.name, app.uid, target.name, target.uid, sender.name, sender.uid, extra=extensions)
+            template = event_template(origin, self.instance)
+        else:
+            template = outcome.event_template(self.instance)
+        event = template.event(
+            channel=uplink.channel, data=payload, content_type=uplink.content_type, data_schema=uplink.data_schema
         )
         try:
-            await self.bus.send(events_topic(app.name), event, key=event.attributes["partitionkey"])
+            await self.bus.send(events_topic(outcome.application.name), event, key=event.attributes["partitionkey"])
         except BusUnavailable:
             _BUS_UNAVAILABLE.inc()
             raise

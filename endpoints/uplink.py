@@ -2,8 +2,14 @@
 
 Nothing here does I/O or awaits. Every protocol adapter turns its frame into a `DeviceCredentials`
 and an `Uplink` with these functions, so that names are validated the same way everywhere. Wire
-contract as Drogue: Basic user `<device>@<app>` (or `<username>@<app>`), query `as`, `ct`,
-`data_schema`, `application`.
+contract as Drogue: Basic user `<device>@<app>` (or `<alias>@<app>`, `<username>@<app>`), query
+`as`, `ct`, `data_schema`, `application`, `device`.
+
+The user is split on its LAST `@`. Drogue splits on the first one and percent-decodes the device
+part; since application names cannot hold an `@`, splitting on the last accepts every user Drogue
+accepts (a percent-encoded `dev%40x@app` is decoded to device `dev@x` here too) and also a raw
+`dev@x@app`. Names with control characters or over `MAX_NAME_LENGTH` are refused as bad
+credentials before any lookup.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from __future__ import annotations
 import binascii
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from urllib.parse import unquote
 
 from auth.devices import DeviceCredentials
 from hawser.errors import BadCredentials, BadRequest, InvalidName, MissingCredentials
@@ -25,6 +32,8 @@ MAX_COMMAND_TIMEOUT_S = 3600
 
 # C0 and C1 control characters, DEL, and every Unicode whitespace character.
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\s]")
+# C0 and C1 control characters and DEL: never part of a name a device logs in with.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +47,6 @@ class Uplink:
     data_schema: str | None = None
     #: Seconds the device will wait for a command in the reply (`ct`); None if it will not.
     command_timeout: int | None = None
-    payload: bytes = b""
-
-    def with_payload(self, payload: bytes) -> Uplink:
-        return replace(self, payload=payload)
 
 
 def validate_name(kind: str, value: str) -> str:
@@ -55,27 +60,52 @@ def validate_name(kind: str, value: str) -> str:
     return value
 
 
+def check_login_name(kind: str, value: str) -> str:
+    """`value` if it may be looked up: not empty, at most `MAX_NAME_LENGTH`, no control character
+    (a NUL would even break the PostgreSQL driver); else BadCredentials."""
+    if not value:
+        raise BadCredentials(f"empty {kind}")
+    if len(value) > MAX_NAME_LENGTH:
+        raise BadCredentials(f"{kind} longer than {MAX_NAME_LENGTH} characters")
+    if _CONTROL.search(value):
+        raise BadCredentials(f"{kind} contains control characters")
+    return value
+
+
+def decode_device(device: str) -> str:
+    """Percent-decode a device part holding `%` when it decodes to valid UTF-8 (as Drogue does);
+    otherwise keep it as given."""
+    if "%" not in device:
+        return device
+    try:
+        return unquote(device, errors="strict")
+    except UnicodeDecodeError:
+        return device
+
+
 def split_user(user: str, default_application: str | None = None) -> tuple[str, str]:
-    """`device@app` → (`app`, `device`), split on the LAST `@`: application names are DNS labels
-    and never hold one, while a device name may. Without `@`, `default_application` (the
-    `application` query parameter, as Drogue) is used if given."""
+    """`device@app` → (`app`, `device`), split on the LAST `@` (application names never hold one),
+    the device part percent-decoded (`decode_device`). Without `@`, `default_application` (the
+    `application` query parameter, as Drogue) is used if given, and the user is taken as it is.
+    Raises BadCredentials for a malformed user or names `check_login_name` refuses."""
     device, at, application = user.rpartition("@")
-    if not at:
+    if at:
+        device = decode_device(device)
+    else:
         if not default_application:
             raise BadCredentials("user name must be <device>@<application>")
         device, application = user, default_application
     if not device or not application:
         raise BadCredentials("user name must be <device>@<application>")
-    if len(device) > MAX_NAME_LENGTH or len(application) > MAX_NAME_LENGTH:
-        raise BadCredentials("user name too long")
-    return application, device
+    return check_login_name("application", application), check_login_name("device", device)
 
 
 def parse_basic_auth(
-    authorization: str | None, *, default_application: str | None = None
+    authorization: str | None, *, default_application: str | None = None, device: str | None = None
 ) -> DeviceCredentials:
     """The credentials of an HTTP `Authorization: Basic <base64(user:password)>` header (CoAP's
-    option 4209 carries the same text)."""
+    option 4209 carries the same text). `device` (the `device` query parameter) makes the user
+    the username of a `user` credential of that device."""
     if authorization is None or not authorization.strip():
         raise MissingCredentials()
     scheme, _, token = authorization.strip().partition(" ")
@@ -90,8 +120,10 @@ def parse_basic_auth(
         raise BadCredentials("Basic credentials without ':'")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise BadCredentials("password too long")
-    application, device = split_user(user, default_application)
-    return DeviceCredentials(application=application, user=device, password=password)
+    application, name = split_user(user, default_application)
+    if device:
+        check_login_name("device", device)
+    return DeviceCredentials(application=application, user=name, password=password, device=device or None)
 
 
 def parse_command_timeout(raw: str | None) -> int | None:
@@ -112,7 +144,6 @@ def parse_uplink(
     as_device: str | None,
     query: Mapping[str, str],
     content_type: str | None,
-    payload: bytes = b"",
 ) -> Uplink:
     """Validate an uplink's parameters. `as_device` comes from the path (HTTP, CoAP) or the topic
     (MQTT); the `as` query parameter may name it too, and the two must then agree."""
@@ -133,7 +164,6 @@ def parse_uplink(
         content_type=content_type or None,
         data_schema=data_schema,
         command_timeout=parse_command_timeout(query.get("ct", query.get("commandTimeout"))),
-        payload=payload,
     )
 
 
@@ -143,6 +173,8 @@ __all__ = [
     "MAX_PASSWORD_LENGTH",
     "DeviceCredentials",
     "Uplink",
+    "check_login_name",
+    "decode_device",
     "parse_basic_auth",
     "parse_command_timeout",
     "parse_uplink",

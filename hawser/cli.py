@@ -258,6 +258,12 @@ def stream(ctx: _Context, application: str, group: str | None, count: int | None
     """Print the events of APPLICATION as they arrive, one JSON CloudEvent a line (Ctrl-C ends)."""
     from hawser._cli_stream import run_stream
 
+    if group is not None and count is not None:
+        # The server commits what it wrote to the socket; events past --count that it already sent
+        # would be lost to the group (WebSocket has no application acknowledgement).
+        raise click.UsageError("--count cannot be combined with --group: the group would skip the "
+                               "events sent after the last one printed")
+
     def opened() -> None:
         click.echo(f"streaming the events of {application} (Ctrl-C to stop)", err=True)
 

@@ -65,7 +65,10 @@ class ApiSettings(BaseModel):
     host: str = "0.0.0.0"
     port: int = Field(default=8081, ge=0, le=65535)
     #: Events buffered per WebSocket subscriber; when full, the socket stops reading the bus (backpressure).
-    websocket_buffer: int = Field(default=1000, ge=1)
+    #: Small on purpose: what is sent but unread when a group's client leaves is lost to the group.
+    websocket_buffer: int = Field(default=64, ge=1)
+    #: The same buffer's bound in bytes (one larger event still passes, alone).
+    websocket_buffer_bytes: int = Field(default=1024 * 1024, ge=1)
 
 
 Service = Literal["http-endpoint", "api"]

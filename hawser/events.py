@@ -21,13 +21,12 @@ EVENT_TYPE = "io.drogue.event.v1"
 CONNECTION_TYPE = "io.drogue.connection.v1"
 
 #: Attributes every event has (CloudEvents core), in the order they are written.
-CORE_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "datacontenttype",
-                   "dataschema")
+CORE_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema")
 #: Drogue's extension attributes.
-EXTENSIONS = ("application", "applicationuid", "device", "deviceuid", "sender", "senderuid",
-              "instance", "partitionkey")
+EXTENSIONS = ("application", "applicationuid", "device", "deviceuid", "sender", "senderuid", "instance", "partitionkey")
 
 _HEADER_PREFIX = "ce_"
+_CORE = frozenset(CORE_ATTRIBUTES)
 
 
 def encode_name(name: str) -> str:
@@ -110,7 +109,7 @@ class CloudEvent:
         for name, raw in headers:
             lowered = name.lower()
             if lowered.startswith(_HEADER_PREFIX):
-                attributes[lowered[len(_HEADER_PREFIX):]] = raw.decode()
+                attributes[lowered[len(_HEADER_PREFIX) :]] = raw.decode()
             elif lowered == "content-type":
                 attributes["datacontenttype"] = raw.decode()
         return cls(attributes, value or b"")
@@ -155,6 +154,57 @@ class EventOrigin:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class EventTemplate:
+    """What every event of one origin on one instance shares, computed once (`event_template`):
+    the `source` and the extension attributes. `event` adds only what changes per message."""
+
+    source: str
+    extensions: Mapping[str, str]
+
+    def event(
+        self,
+        *,
+        channel: str,
+        data: bytes,
+        content_type: str | None = None,
+        data_schema: str | None = None,
+        event_type: str = EVENT_TYPE,
+    ) -> CloudEvent:
+        attributes: dict[str, str] = {
+            "specversion": SPECVERSION,
+            "id": str(uuid.uuid4()),
+            "source": self.source,
+            "type": event_type,
+            "subject": channel,
+            "time": now_rfc3339(),
+        }
+        if content_type:
+            attributes["datacontenttype"] = content_type
+        if data_schema:
+            attributes["dataschema"] = data_schema
+        attributes.update(self.extensions)
+        return CloudEvent(attributes, data)
+
+
+def event_template(origin: EventOrigin, instance: str) -> EventTemplate:
+    """The static part of `origin`'s events; extra attributes never replace a core or Drogue one."""
+    extensions: dict[str, str] = {
+        "application": origin.application,
+        "applicationuid": origin.application_uid,
+        "device": origin.device,
+        "deviceuid": origin.device_uid,
+        "sender": origin.sender,
+        "senderuid": origin.sender_uid,
+        "instance": instance,
+        "partitionkey": partition_key(origin.application, origin.device),
+    }
+    for name, value in origin.extra.items():
+        if name not in _CORE:
+            extensions.setdefault(name, value)
+    return EventTemplate(source_of(origin.application, origin.device), extensions)
+
+
 def new_event(
     origin: EventOrigin,
     *,
@@ -166,31 +216,9 @@ def new_event(
     event_type: str = EVENT_TYPE,
 ) -> CloudEvent:
     """Build an event with every attribute and extension Drogue writes."""
-    attributes: dict[str, str] = {
-        "specversion": SPECVERSION,
-        "id": str(uuid.uuid4()),
-        "source": source_of(origin.application, origin.device),
-        "type": event_type,
-        "subject": channel,
-        "time": now_rfc3339(),
-    }
-    if content_type:
-        attributes["datacontenttype"] = content_type
-    if data_schema:
-        attributes["dataschema"] = data_schema
-    attributes.update(
-        application=origin.application,
-        applicationuid=origin.application_uid,
-        device=origin.device,
-        deviceuid=origin.device_uid,
-        sender=origin.sender,
-        senderuid=origin.sender_uid,
-        instance=instance,
-        partitionkey=partition_key(origin.application, origin.device),
+    return event_template(origin, instance).event(
+        channel=channel, data=data, content_type=content_type, data_schema=data_schema, event_type=event_type
     )
-    for name, value in origin.extra.items():
-        attributes.setdefault(name, value)
-    return CloudEvent(attributes, data)
 
 
 def events_topic(application: str) -> str:

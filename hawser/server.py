@@ -122,7 +122,8 @@ class Gateway:
             api = Starlette(
                 routes=[
                     *registry_routes(store, users),
-                    *websocket_routes(bus, store, users, buffer=settings.api.websocket_buffer),
+                    *websocket_routes(bus, store, users, buffer=settings.api.websocket_buffer,
+                                      buffer_bytes=settings.api.websocket_buffer_bytes),
                     *operational_routes(),
                 ],
                 exception_handlers=exception_handlers(API_STATUS),  # type: ignore[arg-type]

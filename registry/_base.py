@@ -4,6 +4,7 @@ listeners, and the small rules every write follows (version checks, version bump
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -31,12 +32,23 @@ def check_version(expected: str | None, current: str) -> None:
         )
 
 
+class _NamedLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class StoreBase:
     def __init__(self, engine: AsyncEngine, bus: EventBus | None) -> None:
         self._engine = engine
         self._bus = bus
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._listeners: list[ChangeListener] = []
+        #: SQLite has one database-wide write lock: nothing slow (bus, KDF) may run while holding it.
+        self._serial_writes = engine.dialect.name == "sqlite"
+        self._name_locks: dict[str, _NamedLock] = {}
 
     @property
     def engine(self) -> AsyncEngine:
@@ -48,6 +60,21 @@ class StoreBase:
         async with self._sessions() as session, session.begin():
             await session.connection(execution_options={WRITE_OPTION: True})
             yield session
+
+    @asynccontextmanager
+    async def _name_lock(self, name: str) -> AsyncIterator[None]:
+        """Serialise, within this process, the changes that pair a row with bus work for `name`."""
+        entry = self._name_locks.get(name)
+        if entry is None:
+            entry = self._name_locks[name] = _NamedLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._name_locks[name]
 
     def add_change_listener(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)

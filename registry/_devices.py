@@ -19,7 +19,7 @@ from registry._convert import aliases_of, device_document, device_info, is_disab
 from registry.credentials import CredentialInput, extract_credentials
 from registry.documents import DeviceDocument
 from registry.models import Application, Credential, Device, DeviceAlias
-from registry.names import check_device_name
+from registry.names import check_device_name, is_application_name, is_device_name, is_identifier
 from registry.selectors import Selector
 from registry.values import DeviceInfo, RegistryChange
 
@@ -43,11 +43,17 @@ def _hash_all(inputs: Sequence[CredentialInput]) -> list[str | None]:
     return [hash_password(c.plain) if c.plain is not None else None for c in inputs]
 
 
-async def _credential_rows(
-    application: str, device: str, inputs: Sequence[CredentialInput], stored: Sequence[Credential]
+async def _hashes(inputs: Sequence[CredentialInput] | None) -> list[str | None]:
+    """Hash before any write transaction: SQLite's write lock is database-wide, and Argon2 is slow."""
+    return await asyncio.to_thread(_hash_all, inputs) if inputs else []
+
+
+def _credential_rows(
+    application: str, device: str, inputs: Sequence[CredentialInput], hashes: Sequence[str | None],
+    stored: Sequence[Credential],
 ) -> list[Credential]:
-    """New rows for `inputs`; a redacted input takes the secret of a matching stored credential."""
-    hashes = await asyncio.to_thread(_hash_all, inputs)
+    """New rows for `inputs` (with their `hashes`); a redacted input takes the secret of a
+    matching stored credential."""
     unused = list(stored)
     rows: list[Credential] = []
     for position, (given, hashed) in enumerate(zip(inputs, hashes, strict=True)):
@@ -68,6 +74,11 @@ async def _credential_rows(
     return rows
 
 
+def _possible(application: str, device: str) -> bool:
+    """Whether such a device (or alias) could exist: the others are never sent to the database."""
+    return is_application_name(application) and is_device_name(device)
+
+
 def _not_found(application: str, device: str) -> NotFound:
     return NotFound(f"device {device[:80]!r} not found in application {application[:80]!r}")
 
@@ -83,11 +94,15 @@ class DeviceOps(StoreBase):
         return device_info(rows[0][0], [c for _, c in rows if c is not None])
 
     async def get_device_info(self, application: str, device: str) -> DeviceInfo | None:
+        if not _possible(application, device):
+            return None
         return await self._info(
             _with_credentials(Device.application == application, Device.name == device)
         )
 
     async def find_device_by_username(self, application: str, username: str) -> DeviceInfo | None:
+        if not is_application_name(application) or not is_identifier(username):
+            return None
         owner = (
             select(Credential.device)
             .where(Credential.application == application, Credential.username == username,
@@ -98,6 +113,8 @@ class DeviceOps(StoreBase):
         return await self._info(_with_credentials(Device.application == application, Device.name == owner))
 
     async def find_device_by_alias(self, application: str, alias: str) -> DeviceInfo | None:
+        if not _possible(application, alias):
+            return None
         owner = (
             select(DeviceAlias.device)
             .where(DeviceAlias.application == application, DeviceAlias.alias == alias)
@@ -117,7 +134,7 @@ class DeviceOps(StoreBase):
         name = check_device_name(document.metadata.name)
         spec, inputs = extract_credentials(document.spec)
         aliases = aliases_of(spec)
-        credentials = await _credential_rows(application, name, inputs or [], [])
+        credentials = _credential_rows(application, name, inputs or [], await _hashes(inputs), [])
         row = Device(
             application=application, name=name, uid=new_version(),
             labels=dict(document.metadata.labels), annotations=dict(document.metadata.annotations),
@@ -170,6 +187,7 @@ class DeviceOps(StoreBase):
         name = document.metadata.name
         spec, inputs = extract_credentials(document.spec)
         aliases = aliases_of(spec)
+        hashes = await _hashes(inputs)
         async with self._write() as session:
             row = await session.get(Device, (application, name), with_for_update=True)
             if row is None:
@@ -177,7 +195,7 @@ class DeviceOps(StoreBase):
             check_version(document.metadata.resource_version, row.resource_version)
             stored = await self._stored(session, application, name)
             if inputs is not None:
-                new = await _credential_rows(application, name, inputs, stored)
+                new = _credential_rows(application, name, inputs, hashes, stored)
                 await session.execute(delete(Credential).where(
                     Credential.application == application, Credential.device == name))
                 for gone in stored:  # their keys are reused by the new rows

@@ -3,8 +3,10 @@ spec's published vectors and, where the platform still has it, glibc/libxcrypt t
 
 from __future__ import annotations
 
+import asyncio
 import random
 import string
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -13,6 +15,7 @@ import pytest
 
 from hawser import _sha512_crypt, passwords
 from hawser._sha512_crypt import MAX_PASSWORD_BYTES, MAX_ROUNDS, sha512_crypt
+from hawser.errors import Overloaded
 
 # Drepper's test vectors (SHA-crypt.txt), plus libxcrypt's "explicit rounds=5000 is preserved".
 SPEC_VECTORS = [
@@ -189,3 +192,34 @@ def test_sha512_verify_never_raises_on_odd_passwords() -> None:
 async def test_verify_async_dispatches_sha512() -> None:
     assert await passwords.verify_password_async(HELLO, "Hello world!")
     assert not await passwords.verify_password_async(HELLO, "hello world!")
+
+
+async def test_verifier_frees_its_thread_slot_only_when_the_thread_is_done() -> None:
+    gate = threading.Event()
+
+    def held(hashed: str, password: str) -> bool:
+        assert gate.wait(10)
+        return passwords.verify_password(hashed, password)
+
+    verifier = passwords.PasswordVerifier(workers=1, max_waiting=0, check=held)
+    try:
+        running = asyncio.create_task(verifier.verify(HELLO, "Hello world!"))
+        deadline = asyncio.get_running_loop().time() + 10
+        while not verifier._slots.locked():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0)
+        running.cancel()  # the waiter goes; the thread still runs the check
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        with pytest.raises(Overloaded):  # no one may wait (max_waiting=0) and the thread is busy
+            await verifier.verify(HELLO, "Hello world!")
+        gate.set()
+        deadline = asyncio.get_running_loop().time() + 10
+        while verifier._slots.locked():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0)
+        assert await verifier.verify(HELLO, "Hello world!")
+        assert not await verifier.dummy_verify("Hello world!")
+    finally:
+        gate.set()
+        verifier.close()

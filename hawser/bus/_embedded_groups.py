@@ -3,8 +3,9 @@
 A `Group` splits the partitions of its topics among its members (round robin in join order) and
 rebalances when a member joins or leaves. A partition moves only once its previous holder stopped
 reading it: the holder releases it at its next step of iteration (or when it closes, or after a
-timeout), so the new owner starts from an offset that the old one can no longer move past. Nothing here does I/O; the
-bus passes in what it needs through the `Log` protocol.
+timeout), so the new owner starts from an offset that the old one can no longer move past. A group
+with no member and no commit in flight is dropped (its offsets are on disk). Deleting a topic ends
+the subscriptions on it. Nothing here does I/O; the bus passes in what it needs through `Log`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Protocol, Self
 
 from hawser.bus._embedded_store import TP
 from hawser.bus.base import Delivery
+from hawser.errors import UnknownTopic
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ class Log(Protocol):
 
     def detach(self, subscription: EmbeddedSubscription) -> None: ...
 
+    def drop_group(self, group: Group) -> None: ...
+
 
 class Group:
     """The members of one consumer group in this process and who holds which partition."""
@@ -48,10 +52,16 @@ class Group:
         self._holder: dict[TP, EmbeddedSubscription] = {}
         self._target: dict[TP, EmbeddedSubscription] = {}
         self._timers: dict[TP, asyncio.TimerHandle] = {}
+        #: Joins and commits in flight; the group is not dropped while any is.
+        self.pinned = 0
 
     @property
     def empty(self) -> bool:
         return not self._members
+
+    def drop_if_idle(self) -> None:
+        if not self._members and not self.pinned:
+            self._log.drop_group(self)
 
     def join(self, member: EmbeddedSubscription) -> None:
         self._members.append(member)
@@ -67,6 +77,7 @@ class Group:
         member.owned.clear()
         member.releasing.clear()
         self.rebalance()
+        self.drop_if_idle()
 
     def release(self, member: EmbeddedSubscription, tps: Iterable[TP]) -> None:
         """`member` stopped reading `tps`: hand each to its new owner."""
@@ -120,8 +131,17 @@ class Group:
             timer.cancel()
 
     def forget_topic(self, topic: str) -> None:
+        """The topic was deleted: nobody holds its partitions, and a new topic of that name starts
+        afresh for this group."""
         for tp in [tp for tp in self.committed if tp[0] == topic]:
             del self.committed[tp]
+        for tp in [tp for tp in self._holder if tp[0] == topic]:
+            member = self._holder.pop(tp)
+            member.owned.discard(tp)
+            member.releasing.discard(tp)
+            member.positions.pop(tp, None)
+            self._cancel_timer(tp)
+        self._target = {tp: m for tp, m in self._target.items() if tp[0] != topic}
 
     def _grant(self, tp: TP, member: EmbeddedSubscription) -> None:
         self._holder[tp] = member
@@ -144,6 +164,7 @@ class EmbeddedSubscription:
         self._batch = batch
         self._buffer: deque[Delivery] = deque()
         self._closed = False
+        self._deleted: str | None = None
         if group is None:
             for topic in self.topics:
                 for partition in range(log.partitions(topic)):
@@ -157,6 +178,8 @@ class EmbeddedSubscription:
         while True:
             if self._closed:
                 raise StopAsyncIteration
+            if self._deleted is not None:
+                raise UnknownTopic(f"the topic {self._deleted!r} was deleted")
             if self.releasing:
                 self._release()
             while self._buffer:
@@ -182,22 +205,41 @@ class EmbeddedSubscription:
         if self.group is not None:
             self.group.release(self, released)
 
-    def topic_reset(self, topic: str) -> None:
-        """The topic was deleted: read it again from its start if it is recreated."""
-        for tp in list(self.positions):
-            if tp[0] == topic:
-                self.positions[tp] = 0
+    def topic_deleted(self, topic: str) -> None:
+        """The topic was deleted: this subscription ends (`UnknownTopic`) rather than read a new topic
+        of the same name, which may belong to someone else."""
+        self._deleted = topic
+        for tp in [tp for tp in self.positions if tp[0] == topic]:
+            self.owned.discard(tp)
+            self.releasing.discard(tp)
+            del self.positions[tp]
         self._buffer = deque(d for d in self._buffer if d.topic != topic)
+        self.wake.set()
+
+    def holds(self, topic: str, partition: int) -> bool:
+        """Whether deliveries of this partition may still be handed on: False once it is being
+        released to another member (it re-reads them from the last commit)."""
+        return not self._closed and (topic, partition) in self.owned
 
     async def commit(self, delivery: Delivery) -> None:
         group = self.group
-        if group is None or self._closed:
+        if group is None:
             return
         tp = (delivery.topic, delivery.partition)
+        if self._closed:
+            log.warning("group %s: commit of %s@%d after the subscription closed is dropped (the "
+                        "group may receive it again)", group.name, tp, delivery.offset)
+            return
         if tp not in self.owned and tp not in self.releasing:
             return  # the partition moved on; its new owner re-reads from the last commit
+        # In memory first, synchronously: a new owner granted from now on starts after it.
         group.committed[tp] = delivery.offset + 1
-        await self._log.commit_offsets(group.name, {tp: delivery.offset + 1})
+        group.pinned += 1
+        try:
+            await self._log.commit_offsets(group.name, {tp: delivery.offset + 1})
+        finally:
+            group.pinned -= 1
+            group.drop_if_idle()
 
     async def aclose(self) -> None:
         if self._closed:

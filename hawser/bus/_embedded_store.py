@@ -84,12 +84,14 @@ Op = Append | CommitOffsets | EnsureTopic | DeleteTopic
 @dataclass(slots=True)
 class BatchResult:
     """What one committed batch changed: `positions[i]` is the (partition, offset) of op i when it is
-    an `Append`; `topics` holds the partition count of every topic created (or `0` if deleted), and
-    `deleted` every topic deleted (it may have been created again later in the batch)."""
+    an `Append`; `topics` holds the partition count of every topic created (or `0` if deleted),
+    `deleted` every topic deleted (it may have been created again later in the batch), and `unknown`
+    the index of every `Append` refused because its topic did not exist (appends never create one)."""
 
     positions: list[tuple[int, int] | None]
     topics: dict[str, int]
     deleted: set[str]
+    unknown: set[int]
 
 
 def _connect(path: Path, *, synchronous: str) -> sqlite3.Connection:
@@ -121,16 +123,19 @@ class LogWriter:
         offsets: dict[TP, int] = {}
         topics: dict[str, int] = {}
         deleted: set[str] = set()
+        unknown: set[int] = set()
         positions: list[tuple[int, int] | None] = []
         rows: list[tuple[str, int, int, str, str, bytes, int]] = []
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for op in ops:
+            for index, op in enumerate(ops):
                 if isinstance(op, Append):
                     count = topics.get(op.topic, self.partitions.get(op.topic, 0))
-                    if not count:
-                        count = self._create(op.topic, default_partitions, topics, offsets)
+                    if not count:  # the application was deleted: refuse this record, not the batch
+                        unknown.add(index)
+                        positions.append(None)
+                        continue
                     partition = partition_for(op.key, count)
                     tp = (op.topic, partition)
                     offset = offsets.get(tp, self.next_offsets.get(tp, 0))
@@ -169,7 +174,7 @@ class LogWriter:
             conn.execute("ROLLBACK")
             raise
         self._apply(topics, offsets)
-        return BatchResult(positions, topics, deleted)
+        return BatchResult(positions, topics, deleted, unknown)
 
     def _insert(self, rows: list[tuple[str, int, int, str, str, bytes, int]]) -> None:
         self._conn.executemany(
@@ -207,10 +212,15 @@ class LogReader:
     def close(self) -> None:
         self._conn.close()
 
-    def fetch(self, wanted: Iterable[tuple[TP, int]], limit: int) -> list[Delivery]:
-        """Up to `limit` records from each partition, starting at the given offsets, in order."""
+    def fetch(self, wanted: Iterable[tuple[TP, int]], limit: int, max_bytes: int) -> list[Delivery]:
+        """Up to `limit` records from each partition, starting at the given offsets, in order, and
+        in all no more than about `max_bytes` of data (at least one record, however large). The
+        cursor yields rows one at a time, so the rows past the budget are never read."""
         out: list[Delivery] = []
+        budget = max_bytes
         for (topic, partition), start in wanted:
+            if budget <= 0:
+                break
             for offset, key, attributes, value, timestamp_ms in self._conn.execute(
                 'SELECT "offset", key, attributes, value, timestamp_ms FROM records'
                 ' WHERE topic = ? AND partition = ? AND "offset" >= ? ORDER BY "offset" LIMIT ?',
@@ -218,6 +228,9 @@ class LogReader:
             ):
                 event = CloudEvent(json.loads(attributes), value)
                 out.append(Delivery(topic, partition, offset, key, event, timestamp_ms))
+                budget -= len(value) + len(attributes)
+                if budget <= 0:
+                    break
         return out
 
     def group_offsets(self, group: str) -> dict[TP, int]:

@@ -10,6 +10,10 @@ Contract, checked by one test suite against every implementation (tests/bus/test
   as it stood when the group first joined (that position is committed at once, so nothing sent
   after the first join is lost to the group).
 - `subscribe` returns only once the subscription is positioned, so nothing sent afterwards is missed.
+- Neither `send` nor `subscribe` creates a topic: both raise `UnknownTopic` for one that does not exist
+  (topics are created with their application, by `ensure_topic`).
+- Deleting a topic ends the subscriptions on it (their iteration raises `UnknownTopic`); they never go
+  on to read a new topic of the same name.
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ class Subscription(Protocol):
     """An open consumer. Iterate for deliveries; `commit` records progress for a group."""
 
     def __aiter__(self) -> AsyncIterator[Delivery]: ...
+
+    def holds(self, topic: str, partition: int) -> bool:
+        """Whether this subscription still owns the partition. A delivery read ahead of a rebalance
+        that moved its partition away should be dropped, not handed on: the new owner reads it again
+        from the group's last commit. Always true without a group (until closed)."""
+        ...
 
     async def commit(self, delivery: Delivery) -> None:
         """Mark `delivery` and everything before it in its partition as consumed (no-op without a
@@ -75,7 +85,8 @@ class EventBus(Protocol):
         ...
 
     async def send(self, topic: str, event: CloudEvent, key: str) -> None:
-        """Append durably; return only once acknowledged. Raises `BusUnavailable`."""
+        """Append durably; return only once acknowledged. Raises `BusUnavailable`, or `UnknownTopic`
+        when the topic does not exist."""
         ...
 
     async def subscribe(self, topics: Sequence[str], group: str | None = None) -> Subscription:

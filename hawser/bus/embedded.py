@@ -1,12 +1,11 @@
 """The embedded event bus: a durable append-only log in one SQLite file (WAL mode).
 
-`send` puts the record on a bounded queue; one writer task drains everything waiting (up to
-`batch_size`) into ONE transaction on a dedicated writer thread, and resolves each sender only after
-COMMIT returned. Durability is `synchronous=FULL`: in WAL mode that syncs the log on every commit, so
-an acknowledged event survives a power cut, not only a crash of the process. An acknowledgement is
-a promise to a device that may discard its copy, so we pay one fsync per batch; group commit spreads it
-over every sender waiting at that moment (`NORMAL` is available for disks that make fsync too dear).
-Consumers wake on commit and read by offset on their own thread; groups are coordinated in-process.
+Sends go through the writer loop (hawser/bus/_embedded_writer.py): group commit, one transaction per
+batch, each sender resolved only after COMMIT. Durability is `synchronous=FULL`: in WAL mode that syncs
+the log on every commit, so an acknowledged event survives a power cut (`NORMAL` is there for disks
+that make fsync too dear). Sends never create topics (`UnknownTopic`); nor does `subscribe`, since
+topics are created with their application. Consumers wake on commit and read by offset, bounded in
+records and bytes, on their own thread; groups are coordinated in-process (_embedded_groups.py).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Self, TypeVar
 
@@ -33,18 +31,13 @@ from hawser.bus._embedded_store import (
     LogWriter,
     Op,
 )
+from hawser.bus._embedded_writer import CLOSED, WriterLoop
 from hawser.bus.base import Delivery, Subscription
-from hawser.errors import BusUnavailable
+from hawser.errors import BusUnavailable, UnknownTopic
 from hawser.events import CloudEvent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    op: Op
-    future: asyncio.Future[None]
 
 
 class EmbeddedBus:
@@ -59,17 +52,19 @@ class EmbeddedBus:
         queue_size: int = 10_000,
         batch_size: int = 1_000,
         fetch_size: int = 500,
+        fetch_bytes: int = 1024 * 1024,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         release_timeout_s: float = 30.0,
     ) -> None:
         self.path = Path(path)
         self._default_partitions = partitions
         self._send_timeout_s = send_timeout_s
+        self._queue_size = queue_size
         self._batch_size = batch_size
         self._fetch_size = fetch_size
+        self._fetch_bytes = fetch_bytes
         self._synchronous = synchronous
         self._release_timeout_s = release_timeout_s
-        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(maxsize=queue_size)
         self._partitions: dict[str, int] = {}
         self._end: dict[TP, int] = {}
         self._subscriptions: set[EmbeddedSubscription] = set()
@@ -80,17 +75,16 @@ class EmbeddedBus:
         self._reader: LogReader | None = None
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="hawser-log-writer")
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="hawser-log-reader")
-        self._writer_task: asyncio.Task[None] | None = None
-        self._failure: BaseException | None = None
+        self._loop: WriterLoop | None = None
         self._closed = False
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._writer_task is not None:
+        if self._loop is not None:
             return
         if self._closed:
-            raise BusUnavailable("the embedded log is closed")
+            raise BusUnavailable(CLOSED)
         loop = asyncio.get_running_loop()
         try:
             writer = await loop.run_in_executor(
@@ -98,33 +92,35 @@ class EmbeddedBus:
             self._writer = writer
             self._reader = await loop.run_in_executor(self._reader_thread, LogReader, self.path)
         except (sqlite3.Error, OSError) as exc:
-            raise BusUnavailable(f"cannot open the embedded log {self.path}: {exc}") from exc
+            log.error("cannot open the embedded event log %s", self.path, exc_info=exc)
+            raise BusUnavailable("the embedded event log cannot be opened") from exc
         self._partitions = dict(writer.partitions)
         self._end = dict(writer.next_offsets)
-        self._writer_task = asyncio.create_task(self._run_writer(), name="hawser-log-writer")
+        self._loop = WriterLoop(
+            writer, self._writer_thread, self._apply, default_partitions=self._default_partitions,
+            queue_size=self._queue_size, batch_size=self._batch_size, send_timeout_s=self._send_timeout_s)
 
     async def aclose(self) -> None:
+        """End every subscription, commit what is queued, close both connections and threads. Never
+        raises a past failure; closing twice is fine."""
         if self._closed:
             return
         self._closed = True
-        for subscription in list(self._subscriptions):
-            await subscription.aclose()
-        task = self._writer_task
-        if task is not None:
-            if not task.done():
-                await self._queue.put(None)  # the writer commits what is queued, then stops
-            await task
-            while not self._queue.empty():  # senders that were still waiting for room in the queue
-                item = self._queue.get_nowait()
-                if item is not None and not item.future.done():
-                    item.future.set_exception(BusUnavailable("the embedded log is closed"))
         loop = asyncio.get_running_loop()
-        if self._writer is not None:
-            await loop.run_in_executor(self._writer_thread, self._writer.close)
-        if self._reader is not None:
-            await loop.run_in_executor(self._reader_thread, self._reader.close)
-        self._writer_thread.shutdown(wait=False)
-        self._reader_thread.shutdown(wait=False)
+        try:
+            for subscription in list(self._subscriptions):
+                await subscription.aclose()
+            if self._loop is not None:
+                await self._loop.aclose()
+        finally:
+            for connection, thread in ((self._writer, self._writer_thread),
+                                       (self._reader, self._reader_thread)):
+                if connection is not None:
+                    try:
+                        await loop.run_in_executor(thread, connection.close)
+                    except Exception:  # closing goes on; what failed is logged
+                        log.exception("closing the embedded event log %s", self.path)
+                thread.shutdown(wait=False)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -136,7 +132,7 @@ class EmbeddedBus:
     # --- EventBus ---------------------------------------------------------------------------------
 
     async def ensure_topic(self, topic: str) -> None:
-        self._check_open()
+        self._writer_loop()
         if topic not in self._partitions:
             await self._submit(EnsureTopic(topic, self._default_partitions))
 
@@ -144,30 +140,39 @@ class EmbeddedBus:
         await self._submit(DeleteTopic(topic))
 
     async def send(self, topic: str, event: CloudEvent, key: str) -> None:
+        """Append durably. A topic that does not exist is `UnknownTopic` (never created here)."""
         await self._submit(Append(topic, key, event, time.time_ns() // 1_000_000))
 
     async def subscribe(self, topics: Sequence[str], group: str | None = None) -> Subscription:
+        """Subscribe to existing topics only (`UnknownTopic` otherwise): topics come with their
+        application, so a group joining before the first event finds its topic there already."""
+        self._writer_loop()
         for topic in topics:
-            await self.ensure_topic(topic)
+            if topic not in self._partitions:
+                raise UnknownTopic(f"no topic {topic!r} on the event bus")
         if group is None:
-            subscription = EmbeddedSubscription(self, topics, None, batch=self._fetch_size)
-            self._attach(subscription)
-            return subscription
+            return self._attach(EmbeddedSubscription(self, topics, None, batch=self._fetch_size))
         async with self._groups_lock:
             members = self._groups.get(group)
             if members is None:
                 committed = await self._read(lambda reader: reader.group_offsets(group))
                 members = self._groups[group] = Group(
                     group, self, committed, release_timeout_s=self._release_timeout_s)
-            # A new group starts at the end as it stands now, committed at once (see base.py).
-            fresh = {(topic, p): self.end((topic, p)) for topic in topics
-                     for p in range(self.partitions(topic)) if (topic, p) not in members.committed}
-            if fresh:
-                await self.commit_offsets(group, fresh)
-                members.committed.update(fresh)
-            subscription = EmbeddedSubscription(self, topics, members, batch=self._fetch_size)
-            self._attach(subscription)
-            members.join(subscription)
+            members.pinned += 1  # not dropped while we join, even if its last member leaves now
+            try:
+                # A new group starts at the end as it stands now, committed at once (see base.py).
+                fresh = {(topic, p): self.end((topic, p)) for topic in topics
+                         for p in range(self.partitions(topic)) if (topic, p) not in members.committed}
+                if fresh:
+                    await self.commit_offsets(group, fresh)
+                    members.committed.update(fresh)
+                self._writer_loop()  # the bus may have closed meanwhile
+                subscription = self._attach(
+                    EmbeddedSubscription(self, topics, members, batch=self._fetch_size))
+                members.join(subscription)
+            finally:
+                members.pinned -= 1
+                members.drop_if_idle()
         return subscription
 
     # --- the `Log` that subscriptions use ---------------------------------------------------------
@@ -179,8 +184,8 @@ class EmbeddedBus:
         return self._partitions.get(topic, 0)
 
     async def fetch(self, wanted: Sequence[tuple[TP, int]]) -> list[Delivery]:
-        limit = self._fetch_size
-        return await self._read(lambda reader: reader.fetch(wanted, limit))
+        limit, max_bytes = self._fetch_size, self._fetch_bytes
+        return await self._read(lambda reader: reader.fetch(wanted, limit, max_bytes))
 
     async def commit_offsets(self, group: str, offsets: Mapping[TP, int]) -> None:
         await self._submit(CommitOffsets(group, dict(offsets)))
@@ -194,96 +199,40 @@ class EmbeddedBus:
                 if not readers:
                     del self._by_topic[topic]
 
-    def _attach(self, subscription: EmbeddedSubscription) -> None:
+    def drop_group(self, group: Group) -> None:
+        """The group has no member and no commit in flight: forget it (its offsets are on disk and
+        are read again when someone joins it next)."""
+        if self._groups.get(group.name) is group:
+            del self._groups[group.name]
+
+    def _attach(self, subscription: EmbeddedSubscription) -> EmbeddedSubscription:
         self._subscriptions.add(subscription)
         for topic in subscription.topics:
             self._by_topic.setdefault(topic, set()).add(subscription)
+        return subscription
 
     # --- internals --------------------------------------------------------------------------------
 
     async def _read(self, call: Callable[[LogReader], T]) -> T:
         reader = self._reader
         if reader is None or self._closed:
-            raise BusUnavailable("the embedded log is closed")
+            raise BusUnavailable(CLOSED)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._reader_thread, call, reader)
         except sqlite3.Error as exc:
-            raise BusUnavailable(f"embedded log read failed: {exc}") from exc
+            log.error("embedded event log: a read failed", exc_info=exc)
+            raise BusUnavailable("the embedded event log cannot be read") from exc
 
-    def _check_open(self) -> None:
-        if self._writer_task is None:
+    def _writer_loop(self) -> WriterLoop:
+        if self._loop is None:
             raise RuntimeError("EmbeddedBus.start() was not called")
-        if self._closed:
-            raise BusUnavailable("the embedded log is closed")
-        if self._failure is not None:
-            raise BusUnavailable(f"the embedded log writer failed: {self._failure!r}")
+        if self._closed or not self._loop.alive:
+            raise BusUnavailable(CLOSED)
+        return self._loop
 
     async def _submit(self, op: Op) -> None:
-        self._check_open()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(self._send_timeout_s):
-                await self._queue.put(_Pending(op, future))
-                await future
-        except TimeoutError:
-            future.cancel()  # the writer skips it if it has not started its batch yet
-            raise BusUnavailable(
-                f"the embedded log did not acknowledge within {self._send_timeout_s} s") from None
-
-    async def _run_writer(self) -> None:
-        queue = self._queue
-        batch: list[_Pending] = []
-        try:
-            while True:
-                first = await queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                stop = False
-                while len(batch) < self._batch_size and not queue.empty():
-                    item = queue.get_nowait()
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
-                batch = [item for item in batch if not item.future.done()]
-                if batch:
-                    await self._write(batch)
-                batch = []
-                if stop:
-                    return
-        except BaseException as exc:
-            # Nobody may wait forever on a dead writer: fail what it holds and what is queued.
-            self._failure = exc
-            log.exception("embedded log writer failed")
-            while not queue.empty():
-                item = queue.get_nowait()
-                if item is not None:
-                    batch.append(item)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(BusUnavailable("the embedded log writer failed"))
-            raise
-
-    async def _write(self, batch: list[_Pending]) -> None:
-        writer = self._writer
-        assert writer is not None
-        ops = [item.op for item in batch]
-        loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(
-                self._writer_thread, writer.write, ops, self._default_partitions)
-        except (sqlite3.Error, OSError) as exc:
-            log.error("embedded log write of %d records failed: %s", len(ops), exc)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(BusUnavailable(f"embedded log write failed: {exc}"))
-            return
-        self._apply(ops, result)
-        for item in batch:
-            if not item.future.done():
-                item.future.set_result(None)
+        await self._writer_loop().submit(op)
 
     def _apply(self, ops: Sequence[Op], result: BatchResult) -> None:
         """Mirror a committed batch in memory, then wake the consumers of every topic it touched."""
@@ -300,7 +249,7 @@ class EmbeddedBus:
             for members in self._groups.values():
                 members.forget_topic(topic)
             for subscription in self._by_topic.get(topic, ()):
-                subscription.topic_reset(topic)
+                subscription.topic_deleted(topic)
         for op, position in zip(ops, result.positions, strict=True):
             if position is not None and isinstance(op, Append):
                 tp = (op.topic, position[0])
@@ -309,4 +258,3 @@ class EmbeddedBus:
         for topic in touched:
             for subscription in self._by_topic.get(topic, ()):
                 subscription.wake.set()
-

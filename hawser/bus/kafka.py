@@ -5,6 +5,12 @@ CloudEvents travel in binary content mode (`ce_` headers, `content-type`, data a
 UTF-8). With idempotence on, aiokafka never expires a batch but retries it until the broker takes it, so
 a send waits for its acknowledgement only up to `send_timeout_s` and then reports `BusUnavailable`; the
 record may still land once the broker is back (at least once), and the producer recovers by itself.
+
+Topics are created only by `ensure_topic` (with their application). Production brokers must run with
+`auto.create.topics.enable=false` (as scripts/services.py does): otherwise a send or a consumer of a
+deleted application's topic silently creates it again. A send or subscribe to a topic the broker does
+not have is `UnknownTopic`; `BusUnavailable` means the broker could not be asked. Neither tells a
+client anything of the internals: the cause is chained and logged.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
 
-from hawser.bus._kafka_consumer import KafkaSubscription, open_subscription
+from hawser.bus._kafka_consumer import UNAVAILABLE, KafkaSubscription, open_subscription
 from hawser.bus.base import Subscription
-from hawser.errors import BusUnavailable
+from hawser.errors import BusUnavailable, UnknownTopic
 from hawser.events import CloudEvent
 
 log = logging.getLogger(__name__)
@@ -76,8 +82,8 @@ class KafkaBus:
         except (KafkaError, OSError, TimeoutError) as exc:
             await producer.stop()
             await admin.close()
-            raise BusUnavailable(f"cannot reach Kafka at {self.bootstrap}: {exc!r}",
-                                 retry_after=self._retry_after) from exc
+            log.error("cannot reach Kafka at %s", self.bootstrap, exc_info=exc)
+            raise BusUnavailable(UNAVAILABLE, retry_after=self._retry_after) from exc
         self._producer, self._admin_client = producer, admin
 
     async def aclose(self) -> None:
@@ -113,6 +119,20 @@ class KafkaBus:
     async def ensure_topic(self, topic: str) -> None:
         await self._ensure(topic, cached=False)  # another instance may have deleted it meanwhile
 
+    async def _describe(self, topic: str) -> int:
+        """The partition count of an existing topic; `UnknownTopic` if the broker has none."""
+        if topic in self._known:
+            return self._known[topic]
+        async with self._admin_call(f"describe topic {topic}"):
+            (described,) = await self._admin().describe_topics([topic])
+        if described["error_code"] == _UNKNOWN_TOPIC:
+            raise UnknownTopic(f"no topic {topic!r} on the event bus")
+        if described["error_code"] != _NO_ERROR or not described["partitions"]:
+            log.warning("Kafka describes topic %s with error %s", topic, described["error_code"])
+            raise BusUnavailable(UNAVAILABLE, retry_after=self._retry_after)
+        self._known[topic] = len(described["partitions"])
+        return self._known[topic]
+
     async def _ensure(self, topic: str, *, cached: bool = True) -> int:
         """Create the topic if needed and wait for its leaders; return its partition count."""
         if cached and topic in self._known:
@@ -134,7 +154,12 @@ class KafkaBus:
                 await asyncio.sleep(_POLL_S)
 
     async def delete_topic(self, topic: str) -> None:
+        """Delete the topic and end this process's subscriptions on it (other instances' consumers
+        are not told; the WebSocket integration also checks each event's application uid)."""
         self._known.pop(topic, None)
+        for subscription in list(self._subscriptions):
+            if topic in subscription.topics:
+                subscription.topic_deleted(topic)
         async with self._admin_call(f"delete topic {topic}"):
             response = await self._admin().delete_topics([topic])
             for _name, code in response.topic_error_codes:
@@ -152,33 +177,59 @@ class KafkaBus:
         producer = self._producer
         if producer is None:
             raise RuntimeError("KafkaBus.start() was not called")
-        if self._closed:
-            raise BusUnavailable("the Kafka bus is closed", retry_after=self._retry_after)
+        self._check_open()
         delivery: asyncio.Future[Any] | None = None
         try:
             async with asyncio.timeout(self._timeout):
+                if topic not in self._known:
+                    await self._describe(topic)  # a send must never create a topic
                 delivery = await producer.send(topic, value=event.data, key=key.encode(),
                                                headers=event.kafka_headers())
                 await asyncio.shield(delivery)
         except (KafkaError, TimeoutError) as exc:
+            if topic in self._known and producer.client.cluster.partitions_for_topic(topic) is None:
+                # The producer's metadata (refreshed on the error) lost the topic: deleted elsewhere?
+                await self._raise_if_gone(topic, exc)
+            log.warning("Kafka did not acknowledge a record for %s within %s s", topic, self._timeout,
+                        exc_info=exc)
+            raise BusUnavailable(UNAVAILABLE, retry_after=self._retry_after) from exc
+        finally:
             if delivery is not None and not delivery.done():
                 delivery.add_done_callback(_forget)  # aiokafka still delivers it when it can
-            raise BusUnavailable(f"Kafka did not acknowledge within {self._timeout} s: {exc!r}",
-                                 retry_after=self._retry_after) from exc
 
     async def subscribe(self, topics: Sequence[str], group: str | None = None) -> Subscription:
-        """A positioned consumer; a topic that does not exist yet is created first (as the
-        embedded log does), so that a group can join before the first event."""
-        if self._closed:
-            raise BusUnavailable("the Kafka bus is closed", retry_after=self._retry_after)
-        partitions = {topic: await self._ensure(topic) for topic in topics}
+        """A positioned consumer of existing topics (`UnknownTopic` otherwise): topics come with
+        their application, so a group joining before the first event finds its topic there."""
+        self._check_open()
+        partitions = {}
+        for topic in topics:
+            self._known.pop(topic, None)  # another instance may have deleted it
+            partitions[topic] = await self._describe(topic)
         subscription = await open_subscription(
             self.bootstrap, partitions, group, client_id=self._client_id, join_timeout_s=self._timeout,
             on_close=self._subscriptions.discard)
+        if self._closed:  # the bus closed while the consumer joined: it would never be closed
+            await subscription.aclose()
+            self._check_open()
         self._subscriptions.add(subscription)
         return subscription
 
     # --- internals ----------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusUnavailable("the event bus is closed", retry_after=self._retry_after)
+
+    async def _raise_if_gone(self, topic: str, cause: BaseException) -> None:
+        """`UnknownTopic` if the broker answers (within a second) that it has no `topic`."""
+        self._known.pop(topic, None)
+        try:
+            async with asyncio.timeout(1.0):
+                await self._describe(topic)
+        except UnknownTopic as gone:
+            raise gone from cause
+        except (BusUnavailable, TimeoutError):
+            pass
 
     def _admin(self) -> Any:
         if self._admin_client is None:
@@ -192,8 +243,8 @@ class KafkaBus:
             async with asyncio.timeout(self._timeout):
                 yield
         except (KafkaError, OSError, TimeoutError) as exc:
-            raise BusUnavailable(f"Kafka could not {what}: {exc!r}",
-                                 retry_after=self._retry_after) from exc
+            log.warning("Kafka could not %s", what, exc_info=exc)
+            raise BusUnavailable(UNAVAILABLE, retry_after=self._retry_after) from exc
 
 
 def _forget(future: asyncio.Future[Any]) -> None:

@@ -4,18 +4,23 @@ cache (hits, age, invalidation, single flight) and gateway resolution."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import REGISTRY
 
 from auth.devices import DeviceAuthenticator, DeviceCredentials
+from hawser import passwords
 from hawser.errors import (
     ApplicationDisabled,
     BadCredentials,
     DeviceDisabled,
     GatewayNotAllowed,
     HawserError,
+    Overloaded,
 )
+from hawser.passwords import verify_password
 from registry.values import DeviceInfo
 from tests.auth.fakes import MemoryDirectory, password, user
 
@@ -91,9 +96,7 @@ async def test_same_application_scope(authn: DeviceAuthenticator) -> None:
         DeviceCredentials("app1", "alice", "secret1"),
     ],
 )
-async def test_refusals_are_indistinguishable(
-    authn: DeviceAuthenticator, credentials: DeviceCredentials
-) -> None:
+async def test_refusals_are_indistinguishable(authn: DeviceAuthenticator, credentials: DeviceCredentials) -> None:
     with pytest.raises(BadCredentials) as caught:
         await authn.authenticate(credentials)
     assert type(caught.value) is BadCredentials
@@ -172,9 +175,7 @@ async def test_password_change_invalidates(directory: MemoryDirectory, authn: De
     assert (await authn.authenticate(DeviceCredentials("app1", "dev1", "new-secret"))).device.name == "dev1"
 
 
-async def test_change_of_another_device_keeps_entry(
-    directory: MemoryDirectory, authn: DeviceAuthenticator
-) -> None:
+async def test_change_of_another_device_keeps_entry(directory: MemoryDirectory, authn: DeviceAuthenticator) -> None:
     credentials = DeviceCredentials("app1", "dev1", "secret1")
     await authn.authenticate(credentials)
     directory.update_device("app1", "lonely", disabled=True)
@@ -183,9 +184,7 @@ async def test_change_of_another_device_keeps_entry(
     assert authn.kdf_runs == 1
 
 
-async def test_application_change_drops_all_its_entries(
-    directory: MemoryDirectory, authn: DeviceAuthenticator
-) -> None:
+async def test_application_change_drops_all_its_entries(directory: MemoryDirectory, authn: DeviceAuthenticator) -> None:
     await authn.authenticate(DeviceCredentials("app1", "dev1", "secret1"))
     await authn.authenticate(DeviceCredentials("app1", "alice", "alicepw"))
     directory.update_app("app1", resource_version="2")
@@ -287,6 +286,11 @@ async def test_as_self_needs_no_gateway(authn: DeviceAuthenticator) -> None:
     assert outcome.target is outcome.device
 
 
+async def test_as_own_alias_needs_no_gateway(authn: DeviceAuthenticator) -> None:
+    outcome = await authn.authenticate(DeviceCredentials("app1", "behind", "behindpw"), "behind-alias")
+    assert outcome.target.name == outcome.device.name == "behind"
+
+
 @pytest.mark.parametrize(
     ("who", "secret", "as_device", "error"),
     [
@@ -339,3 +343,132 @@ async def test_aclose_cancels_pending_verification() -> None:
     with pytest.raises(asyncio.CancelledError):
         await pending
     assert not authn._inflight
+
+
+class HeldCheck:
+    """A password check that holds every verification until released (a thread-side gate), so a
+    test can keep the verifier busy without timing; bounded by a deadline."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, hashed: str, secret: str) -> bool:
+        if not self.gate.wait(10):
+            raise TimeoutError("never released")
+        return verify_password(hashed, secret)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0)
+
+
+async def test_unknown_names_run_one_dummy_verification(directory: MemoryDirectory, authn: DeviceAuthenticator) -> None:
+    # Wrong password: one real KDF run; unknown device, unknown application, unknown device of a
+    # device= login: one dummy run each, so all cost the same.
+    for credentials in (
+        DeviceCredentials("app1", "dev1", "wrong"),
+        DeviceCredentials("app1", "ghost", "wrong"),
+        DeviceCredentials("nowhere", "dev1", "secret1"),
+        DeviceCredentials("app1", "alice", "x", device="ghost"),
+        DeviceCredentials("app1", "gw", "x", device="dev1"),  # dev1 has no user credential "gw"
+    ):
+        before = authn.kdf_runs
+        with pytest.raises(BadCredentials):
+            await authn.authenticate(credentials)
+        assert authn.kdf_runs == before + 1, credentials
+
+
+async def test_dummy_verification_uses_the_configured_cost() -> None:
+    passwords.configure(passwords.KdfCost(time_cost=1, memory_kib=1024, parallelism=1))
+    try:
+        assert passwords.dummy_hash().startswith("$argon2id$v=19$m=1024,t=1,p=1$")
+        assert not passwords.dummy_verify("anything")
+    finally:
+        passwords.configure(passwords.KdfCost())
+    assert passwords.dummy_hash().startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+async def test_login_by_alias_and_by_named_device(directory: MemoryDirectory, authn: DeviceAuthenticator) -> None:
+    assert (await authn.authenticate(DeviceCredentials("app1", "behind-alias", "behindpw"))).device.name == "behind"
+    directory.add_device("app1", "other", user("alice", "otherpw", unique=False))
+    named = DeviceCredentials("app1", "alice", "otherpw", device="other")
+    assert (await authn.authenticate(named)).device.name == "other"
+    with pytest.raises(BadCredentials):  # not unique: only with its device
+        await authn.authenticate(DeviceCredentials("app1", "alice", "otherpw"))
+
+
+async def test_flood_of_verifications_is_refused_while_cache_hits_pass(directory: MemoryDirectory) -> None:
+    check = HeldCheck()
+    verifier = passwords.PasswordVerifier(workers=1, max_waiting=2, check=check)
+    authn = DeviceAuthenticator(directory, cache_size=100, cache_ttl_s=60.0, verifier=verifier)
+    try:
+        good = DeviceCredentials("app1", "dev1", "secret1")
+        await authn.authenticate(good)  # cached from now on
+        check.gate.clear()
+        guesses = [
+            asyncio.create_task(authn.authenticate(DeviceCredentials("app1", "dev1", f"no{i}"))) for i in range(3)
+        ]
+        await until(lambda: verifier.waiting == 2)  # one runs, two wait
+        with pytest.raises(Overloaded) as caught:
+            await authn.authenticate(DeviceCredentials("app1", "dev1", "one-too-many"))
+        assert (caught.value.retriable, caught.value.retry_after) == (True, 1)
+        assert (await authn.authenticate(good)).device.name == "dev1"  # a cache hit never waits
+        check.gate.set()
+        results = await asyncio.gather(*guesses, return_exceptions=True)
+        assert all(isinstance(r, BadCredentials) for r in results)
+        assert verifier.waiting == 0
+    finally:
+        check.gate.set()
+        await authn.aclose()
+        verifier.close()
+
+
+async def test_request_after_a_password_change_does_not_join_an_older_verification(
+    directory: MemoryDirectory,
+) -> None:
+    check = HeldCheck()
+    verifier = passwords.PasswordVerifier(workers=2, check=check)
+    authn = DeviceAuthenticator(directory, cache_size=100, cache_ttl_s=60.0, verifier=verifier)
+    try:
+        old = DeviceCredentials("app1", "dev1", "secret1")
+        check.gate.clear()
+        before = asyncio.create_task(authn.authenticate(old))
+        await until(lambda: authn.kdf_runs == 1)  # it has read the old hash and is verifying it
+        directory.update_device("app1", "dev1", credentials=(password("changed"),))
+        after = asyncio.create_task(authn.authenticate(old))
+        await until(lambda: authn.kdf_runs == 2)  # its own verification, of the new hash
+        check.gate.set()
+        assert (await before).device.name == "dev1"  # started before the change: answered
+        with pytest.raises(BadCredentials):
+            await after
+        with pytest.raises(BadCredentials):  # and the old answer was not cached
+            await authn.authenticate(old)
+    finally:
+        check.gate.set()
+        await authn.aclose()
+        verifier.close()
+
+
+async def test_outcomes_are_cached_with_their_event_template(authn: DeviceAuthenticator) -> None:
+    credentials = DeviceCredentials("app1", "gw", "gwpw")
+    first, second = [await authn.authenticate(credentials) for _ in range(2)]
+    assert first is second
+    assert first.event_template("i") is second.event_template("i")
+    via = [await authn.authenticate(credentials, "behind") for _ in range(2)]
+    assert via[0] is via[1]
+    template = via[0].event_template("i")
+    assert template.source == "drogue://app1/behind"
+    assert dict(template.extensions) == {
+        "application": "app1",
+        "applicationuid": "uid-app1",
+        "device": "behind",
+        "deviceuid": "uid-app1-behind",
+        "sender": "gw",
+        "senderuid": "uid-app1-gw",
+        "instance": "i",
+        "partitionkey": "app1/behind",
+    }

@@ -11,7 +11,10 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 
+import pytest
+
 from hawser.bus.base import Delivery, EventBus, Subscription
+from hawser.errors import UnknownTopic
 from hawser.events import CloudEvent, EventOrigin, new_event
 from tests.bus.conftest import Probe
 
@@ -177,3 +180,84 @@ async def test_delete_topic_removes_its_events(bus: EventBus, topic: str, probe:
     assert await probe(topic) is None
     await bus.delete_topic(topic)  # deleting what is gone is fine
     await bus.delete_topic(f"never-{topic}")
+
+
+async def test_sends_and_subscribes_never_create_topics(bus: EventBus, topic: str, probe: Probe) -> None:
+    with pytest.raises(UnknownTopic):
+        await bus.send(topic, event(0), KEYS[0])
+    with pytest.raises(UnknownTopic):
+        await bus.subscribe([topic], "g")
+    with pytest.raises(UnknownTopic):
+        await bus.subscribe([topic])
+    assert await probe(topic) is None
+    await bus.ensure_topic(topic)
+    # One record to a missing topic fails alone, not the records sent beside it.
+    outcomes = await asyncio.gather(bus.send(topic, event(1), KEYS[1]),
+                                    bus.send(f"gone-{topic}", event(2), KEYS[2]),
+                                    bus.send(topic, event(3), KEYS[3]), return_exceptions=True)
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], UnknownTopic)
+    assert outcomes[2] is None
+    assert await probe(topic) == 2
+
+
+@pytest.mark.parametrize("group", [None, "g"])
+async def test_deleting_a_topic_ends_its_subscriptions(bus: EventBus, topic: str, group: str | None) -> None:
+    await bus.ensure_topic(topic)
+    subscription = await bus.subscribe([topic], group)
+    try:
+        await send_all(bus, topic, [event(0)])
+        await take(subscription, 1)
+        reader = asyncio.create_task(take(subscription, 1))
+        await bus.delete_topic(topic)
+        await bus.ensure_topic(topic)  # a new application of the same name
+        await send_all(bus, topic, [event(1)])
+        with pytest.raises(UnknownTopic):  # ends instead of reading the new topic from its start
+            await asyncio.wait_for(reader, 20)
+    finally:
+        await subscription.aclose()
+
+
+async def test_members_joining_and_leaving_mid_stream_get_every_event_exactly_once(
+        bus: EventBus, topic: str) -> None:
+    """Each member commits what it takes before taking more; members come and go while events flow."""
+    await bus.ensure_topic(topic)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    events = [event(n) for n in range(90)]
+    received: list[str] = []
+    first = await bus.subscribe([topic], group)
+
+    async def consume(member: Subscription, stop: asyncio.Event) -> None:
+        async with member:
+            iterator = aiter(member)
+            while not stop.is_set():
+                step = asyncio.ensure_future(anext(iterator))
+                halt = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({step, halt}, return_when=asyncio.FIRST_COMPLETED)
+                halt.cancel()
+                if not step.done():
+                    step.cancel()
+                    await asyncio.gather(step, return_exceptions=True)
+                    return
+                delivery = step.result()
+                received.append(delivery.event.id)
+                await member.commit(delivery)
+
+    stops = [asyncio.Event() for _ in range(3)]
+    tasks = [asyncio.create_task(consume(first, stops[0]))]
+    try:
+        await send_all(bus, topic, events[:30])
+        tasks.append(asyncio.create_task(consume(await bus.subscribe([topic], group), stops[1])))
+        await send_all(bus, topic, events[30:60])
+        stops[0].set()  # the first member leaves mid-stream
+        await tasks[0]
+        tasks.append(asyncio.create_task(consume(await bus.subscribe([topic], group), stops[2])))
+        await send_all(bus, topic, events[60:])
+        async with asyncio.timeout(60):
+            while len(set(received)) < len(events):
+                await asyncio.sleep(0.05)
+    finally:
+        for stop in stops:
+            stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert Counter(received) == Counter(e.id for e in events)

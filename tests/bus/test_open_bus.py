@@ -15,11 +15,14 @@ async def test_the_embedded_log_is_the_default_and_lives_under_the_data_dir(tmp_
     assert isinstance(bus, EmbeddedBus)
     assert isinstance(bus, EventBus)
     assert bus.path == tmp_path / "events.db"
-    async with bus, await bus.subscribe(["events-app"]) as subscription:
-        assert isinstance(subscription, Subscription)
-        sent = event(1)
-        await bus.send("events-app", sent, "app/device-1")
-        (got,) = await take(subscription, 1)
+    async with bus:
+        await bus.ensure_topic("events-app")
+        subscription = await bus.subscribe(["events-app"])
+        async with subscription:
+            assert isinstance(subscription, Subscription)
+            sent = event(1)
+            await bus.send("events-app", sent, "app/device-1")
+            (got,) = await take(subscription, 1)
     assert got.event == sent
     assert (tmp_path / "events.db").exists()
 

@@ -182,3 +182,10 @@ def test_ctrl_c_ends_the_stream_quietly(served: Served) -> None:
             process.wait()
     assert process.returncode == 0
     assert (out, err) == ("", "")
+
+
+def test_stream_refuses_count_with_a_group(served: Served) -> None:
+    """The server commits what it wrote to the socket, so a group would skip what --count left unread."""
+    result = hawser(served, "stream", "any-app", "--group", "g", "--count", "5")
+    assert result.exit_code == 2, (result.stdout, result.stderr)  # a usage error, before connecting
+    assert "--count cannot be combined with --group" in result.stderr

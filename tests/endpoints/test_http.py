@@ -70,8 +70,11 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             for name in ("app1", "app2"):
                 await store.create_application(ApplicationDocument.model_validate({"metadata": {"name": name}}))
             for doc in (
-                device_doc("app1", "dev1", {"pass": "pw1"}),
-                device_doc("app1", "sensor", {"user": {"username": "alice", "password": "alicepw"}}),
+                device_doc("app1", "dev1", {"pass": "pw1"}, alias=["dev1-alias"]),
+                device_doc("app1", "dev@x", {"pass": "atpw"}),
+                device_doc("app1", "sensor", {"user": {"username": "alice", "password": "alicepw", "unique": True}}),
+                device_doc("app1", "a-dev", {"user": {"username": "shared", "password": "pwA", "unique": False}}),
+                device_doc("app1", "b-dev", {"user": {"username": "shared", "password": "pwB", "unique": False}}),
                 device_doc("app1", "gw", {"pass": "gwpw"}),
                 device_doc("app1", "behind", gatewaySelector={"matchNames": ["gw"]}),
                 device_doc("app1", "off", {"pass": "offpw"}, core={"disabled": True}),
@@ -251,6 +254,42 @@ async def test_oversized_chunked_body_with_the_h11_server(stack: Stack) -> None:
 async def test_invalid_names_answer_400(stack: Stack, path: str, params: dict[str, str]) -> None:
     response = await stack.client.post(path, params=params, content=b"x", headers=basic("dev1@app1", "pw1"))
     assert_problem(response, 400, "invalid-name")
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "params", "device"),
+    [
+        ("dev1-alias@app1", "pw1", {}, "dev1"),  # log in by alias
+        ("dev%40x@app1", "atpw", {}, "dev@x"),  # the device part is percent-decoded, as Drogue
+        ("dev@x@app1", "atpw", {}, "dev@x"),  # split on the last '@'
+        ("shared@app1", "pwB", {"device": "b-dev"}, "b-dev"),  # Drogue's UsernamePassword + device
+        ("shared", "pwA", {"application": "app1", "device": "a-dev"}, "a-dev"),
+    ],
+)
+async def test_drogue_login_forms(
+    stack: Stack, user: str, password: str, params: dict[str, str], device: str
+) -> None:
+    response = await stack.client.post("/v1/c", params=params, content=b"x", headers=basic(user, password))
+    assert response.status_code == 202, response.text
+    assert (await stack.next_event()).attributes["device"] == device
+
+
+@pytest.mark.parametrize(
+    ("user", "params"),
+    [("shared@app1", {}), ("shared@app1", {"device": "a-dev"}), ("d\x00@app1", {}), ("dev1@ap\x00p1", {}),
+     ("dev1%00@app1", {}), ("dev1@app1", {"device": "a\x00"}), ("d" * 300 + "@app1", {})],
+)
+async def test_refused_login_forms_answer_401(stack: Stack, user: str, params: dict[str, str]) -> None:
+    response = await stack.client.post("/v1/c", params=params, content=b"x", headers=basic(user, "pwB"))
+    assert_problem(response, 401, "bad-credentials")
+    await stack.nothing_published()
+
+
+@pytest.mark.parametrize("payload", [b"NaN", b"[Infinity]", b"-Infinity", b"[" * LIMIT, b"[1e400]"])
+async def test_json_that_serde_refuses_answers_406(stack: Stack, payload: bytes) -> None:
+    headers = {**basic("dev1@app1", "pw1"), "content-type": "application/json"}
+    assert_problem(await stack.client.post("/v1/c", content=payload, headers=headers), 406, "bad-json")
+    await stack.nothing_published()
 
 
 async def test_invalid_command_timeout_answers_400(stack: Stack) -> None:

@@ -24,6 +24,7 @@ from hawser.http_body import check_content_length
         (e.BadRequest(), 400, {}),
         (e.PayloadTooLarge(10, 5), 413, {}),
         (e.BusUnavailable(retry_after=3), 503, {"retry-after": "3"}),
+        (e.Overloaded(), 503, {"retry-after": "1"}),
         (e.NotFound(), 404, {}),
         (e.Conflict(), 500, {}),  # nothing on the device path raises it: a bug if it does
     ],

@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from auth.devices import AuthOutcome
 from endpoints.ingest import Ingest
+from endpoints.uplink import Uplink
 from hawser.bus.embedded import EmbeddedBus
 from hawser.errors import BadJson, BusUnavailable, PayloadTooLarge
 from registry.values import ApplicationInfo, DeviceInfo
@@ -30,7 +31,9 @@ async def test_event_carries_every_attribute() -> None:
     ingest = Ingest(bus, instance="inst-1", max_payload_bytes=100)
     before = published("published")
     event = await ingest.publish(
-        AuthOutcome(APP, GATEWAY, SENSOR), "temp", b'{"t":1}', "application/json", "urn:schema:t",
+        AuthOutcome(APP, GATEWAY, SENSOR),
+        Uplink("temp", content_type="application/json", data_schema="urn:schema:t"),
+        b'{"t":1}',
         extensions={"custom": "x", "device": "must-not-override"},
     )
     assert bus.sent == [("events-my-app", event, "my-app/sensor%2F1")]
@@ -61,7 +64,7 @@ async def test_event_carries_every_attribute() -> None:
 async def test_optional_attributes_are_left_out() -> None:
     bus = RecordingBus()
     event = await Ingest(bus, instance="i", max_payload_bytes=10).publish(
-        AuthOutcome(APP, SENSOR, SENSOR), "c", b"", None, None
+        AuthOutcome(APP, SENSOR, SENSOR), Uplink("c", content_type=None, data_schema=None), b""
     )
     assert "datacontenttype" not in event.attributes
     assert "dataschema" not in event.attributes
@@ -71,10 +74,14 @@ async def test_optional_attributes_are_left_out() -> None:
 async def test_size_limit_is_inclusive() -> None:
     bus = RecordingBus()
     ingest = Ingest(bus, instance="i", max_payload_bytes=4)
-    await ingest.publish(AuthOutcome(APP, SENSOR, SENSOR), "c", b"1234", "text/plain", None)
+    await ingest.publish(
+        AuthOutcome(APP, SENSOR, SENSOR), Uplink("c", content_type="text/plain", data_schema=None), b"1234"
+    )
     before = published("too-large")
     with pytest.raises(PayloadTooLarge) as caught:
-        await ingest.publish(AuthOutcome(APP, SENSOR, SENSOR), "c", b"12345", "text/plain", None)
+        await ingest.publish(
+            AuthOutcome(APP, SENSOR, SENSOR), Uplink("c", content_type="text/plain", data_schema=None), b"12345"
+        )
     assert (caught.value.size, caught.value.limit) == (5, 4)
     assert len(bus.sent) == 1
     assert published("too-large") == before + 1
@@ -85,6 +92,15 @@ async def test_size_limit_is_inclusive() -> None:
     [
         ("application/json", b'{"a": [1, 2]}', True),
         ("application/json", b"{nope", False),
+        ("application/json", b"NaN", False),  # serde_json (Drogue) refuses NaN and the infinities
+        ("application/json", b"[Infinity]", False),
+        ("application/json", b'{"a": -Infinity}', False),
+        ("application/json", b"[" * 100_000, False),  # deeper than the parser recurses
+        ("application/json", b"[" * 100_000 + b"]" * 100_000, False),
+        ("application/json", b"[1e999]", False),  # out of range for a double, as serde_json says
+        ("application/json", b"[1e308, -0.5, 12345678901234567890]", True),
+        ("application/json", b"\xef\xbb\xbf{}", False),  # a BOM is not JSON text
+        ("application/json", b'"\xff"', False),
         ("application/json; charset=utf-8", b"\xff\xfe", False),
         ("Application/JSON", b"", False),
         ("application/cloudevents+json", b"[1", False),
@@ -96,13 +112,17 @@ async def test_size_limit_is_inclusive() -> None:
 )
 async def test_json_is_checked_only_for_json_types(content_type: str | None, payload: bytes, ok: bool) -> None:
     bus = RecordingBus()
-    ingest = Ingest(bus, instance="i", max_payload_bytes=100)
+    ingest = Ingest(bus, instance="i", max_payload_bytes=300_000)
     if ok:
-        await ingest.publish(AuthOutcome(APP, SENSOR, SENSOR), "c", payload, content_type, None)
+        await ingest.publish(
+            AuthOutcome(APP, SENSOR, SENSOR), Uplink("c", content_type=content_type, data_schema=None), payload
+        )
         assert len(bus.sent) == 1
     else:
         with pytest.raises(BadJson):
-            await ingest.publish(AuthOutcome(APP, SENSOR, SENSOR), "c", payload, content_type, None)
+            await ingest.publish(
+                AuthOutcome(APP, SENSOR, SENSOR), Uplink("c", content_type=content_type, data_schema=None), payload
+            )
         assert bus.sent == []
 
 
@@ -111,7 +131,7 @@ async def test_bus_unavailable_propagates() -> None:
     before = published("bus-unavailable")
     with pytest.raises(BusUnavailable) as caught:
         await Ingest(bus, instance="i", max_payload_bytes=10).publish(
-            AuthOutcome(APP, SENSOR, SENSOR), "c", b"x", None, None
+            AuthOutcome(APP, SENSOR, SENSOR), Uplink("c", content_type=None, data_schema=None), b"x"
         )
     assert caught.value.retry_after == 9
     assert published("bus-unavailable") == before + 1
@@ -122,7 +142,7 @@ async def test_event_round_trips_through_the_embedded_log(tmp_path: Path) -> Non
         await bus.ensure_topic("events-my-app")
         async with await bus.subscribe(["events-my-app"]) as subscription:
             event = await Ingest(bus, instance="i", max_payload_bytes=100).publish(
-                AuthOutcome(APP, GATEWAY, SENSOR), "temp", b"21.5", "text/plain", None
+                AuthOutcome(APP, GATEWAY, SENSOR), Uplink("temp", content_type="text/plain", data_schema=None), b"21.5"
             )
             delivery = await asyncio.wait_for(anext(aiter(subscription)), 10)
     assert delivery.key == "my-app/sensor%2F1"

@@ -95,9 +95,7 @@ def test_valid_names(name: str) -> None:
     assert validate_name("channel", name) == name
 
 
-@pytest.mark.parametrize(
-    ("raw", "expected"), [(None, None), ("", None), ("0", 0), ("30", 30), ("3600", 3600)]
-)
+@pytest.mark.parametrize(("raw", "expected"), [(None, None), ("", None), ("0", 0), ("30", 30), ("3600", 3600)])
 def test_command_timeout(raw: str | None, expected: int | None) -> None:
     assert parse_command_timeout(raw) == expected
 
@@ -145,9 +143,3 @@ def test_parse_uplink_refuses(args: tuple[str, str | None, dict[str, str]], erro
     with pytest.raises(error) as caught:
         parse_uplink(*args, None)
     assert type(caught.value) is error
-
-
-def test_with_payload_keeps_every_field() -> None:
-    head = parse_uplink("t", "d", {"data_schema": "s", "ct": "1"}, "text/plain")
-    full = head.with_payload(b"x")
-    assert full == Uplink("t", "d", "text/plain", "s", 1, b"x")

@@ -48,7 +48,8 @@ class Api:
         return f"{self.url}/api/integration/v1/apps/{app}/events" + (f"?{query}" if query else "")
 
     async def publish(self, app: str, device: str, data: bytes = b'{"n": 0}', channel: str = "telemetry") -> str:
-        origin = EventOrigin(app, f"uid-{app}", device, f"uid-{device}", device, f"uid-{device}")
+        info = await self.store.get_application_info(app)  # the socket checks the uid of each event
+        origin = EventOrigin(app, info.uid if info else f"uid-{app}", device, f"uid-{device}", device, f"uid-{device}")
         event = new_event(origin, channel=channel, data=data, instance="test",
                           content_type="application/json")
         await self.bus.send(events_topic(app), event, key=partition_key(app, device))

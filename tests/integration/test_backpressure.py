@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Self, cast
 
 from starlette.websockets import WebSocket
 
 from hawser.bus import Delivery
+from hawser.bus._embedded_store import partition_for
+from hawser.bus.embedded import EmbeddedBus
 from hawser.events import EventOrigin, new_event
 from integration.websocket import _stream
+from tests.bus.test_contract import KEYS, event
 from tests.helpers import eventually
 
 
@@ -57,6 +61,9 @@ class EndlessSubscription:
 
     def __aiter__(self) -> AsyncIterator[Delivery]:
         return self._deliveries()
+
+    def holds(self, topic: str, partition: int) -> bool:
+        return True
 
     async def commit(self, delivery: Delivery) -> None:
         self.committed.append(delivery.offset)
@@ -110,3 +117,29 @@ async def test_without_a_group_nothing_is_committed() -> None:
     await asyncio.wait_for(_stream(cast(WebSocket, socket), subscription, 4, committing=False), 5)
     assert len(socket.sent) == 10
     assert subscription.committed == []
+
+
+async def test_read_ahead_of_a_partition_that_moved_is_not_sent_twice(tmp_path: Path) -> None:
+    """Member A's buffer holds events of partition 1 when B joins and takes partition 1: A drops them,
+    B reads them from the last commit; every event reaches the group's sockets once."""
+    key = next(k for k in KEYS if partition_for(k, 2) == 1)
+    async with EmbeddedBus(tmp_path / "events.db", partitions=2) as bus:
+        await bus.ensure_topic("t")
+        a, b = StuckSocket(), StuckSocket()
+        sub_a = await bus.subscribe(["t"], "g")
+        task_a = asyncio.create_task(_stream(cast(WebSocket, a), sub_a, 4, committing=True))
+        for n in range(20):
+            await bus.send("t", event(n), key)
+        await settle()  # A's pump fills its buffer while its client is slow
+        sub_b = await bus.subscribe(["t"], "g")
+        task_b = asyncio.create_task(_stream(cast(WebSocket, b), sub_b, 4, committing=True))
+        a.flowing.set()
+        b.flowing.set()
+        await eventually(lambda: len({*a.sent, *b.sent}) == 20, message="every event")
+        await settle()
+        a.gone.set()
+        b.gone.set()
+        await asyncio.wait_for(asyncio.gather(task_a, task_b), 5)
+        await sub_a.aclose()
+        await sub_b.aclose()
+    assert len(a.sent) + len(b.sent) == 20, "no event sent twice"

@@ -6,12 +6,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from hawser.bus._embedded_groups import EmbeddedSubscription
+from hawser.bus.embedded import EmbeddedBus
+from hawser.events import EventOrigin, events_topic, new_event, partition_key
+from registry.documents import ApplicationDocument, Metadata
 from tests.helpers import eventually
 from tests.integration.conftest import Api, open_sockets
 
@@ -175,14 +180,59 @@ async def test_a_leaving_member_hands_its_partitions_over(api: Api) -> None:
 
 
 async def test_a_client_that_stops_reading_loses_nothing(api: Api) -> None:
-    """The server buffers only a few events (BUFFER=4) and then stops reading the bus; once the
-    client reads again, every event arrives in order (one device, so one partition)."""
+    """More than the OS buffers hold (12 MiB, client SO_RCVBUF 4 KiB): while the client does not read,
+    the server stops pulling from the bus; once it reads again, every event arrives in order."""
+    count, pad = 96, b"x" * (128 * 1024)
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    port = int(api.url.rsplit(":", 1)[1])
+    await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", port))
     async with connect(api.events_url(api.a), additional_headers=bearer(api.tokens["alice"]),
-                       max_queue=2) as ws:
-        sent = [await api.publish(api.a, "one-device", data=b'{"pad": "' + b"x" * 2000 + b'"}')
-                for _ in range(300)]
+                       sock=client, max_queue=1, max_size=None) as ws:
+        sent = [await api.publish(api.a, "one-device", data=b'{"pad": "' + pad + b'"}')
+                for _ in range(count)]
+        if isinstance(api.bus, EmbeddedBus):
+            (server_side,) = api.bus._subscriptions
+            assert isinstance(server_side, EmbeddedSubscription)
+
+            def pulled() -> int:
+                return sum(server_side.positions.values())
+
+            await eventually(lambda: pulled() > 0, message="the server to start reading")
+            for _ in range(20):  # settled: it stopped pulling well before the end
+                before = pulled()
+                await asyncio.sleep(0.05)
+                if pulled() == before:
+                    break
+            assert pulled() < count // 2, f"the server read {pulled()} of {count} for a stuck client"
         got = [(await recv_json(ws))["id"] for _ in sent]
     assert got == sent
+
+
+async def test_a_recreated_application_does_not_stream_to_an_old_socket(api: Api) -> None:
+    async with connect(api.events_url(api.a), additional_headers=bearer(api.tokens["alice"])) as ws:
+        await eventually(lambda: open_sockets() == 1, message="the socket")
+        await api.store.delete_application(api.a)
+        await api.store.create_application(ApplicationDocument(metadata=Metadata(name=api.a)),
+                                           creator="bob")
+        await api.publish(api.a, "bobs-device", data=b'{"secret": "bob"}')
+        with pytest.raises(ConnectionClosed) as closed:
+            await recv_json(ws)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1008
+
+
+async def test_an_event_of_another_application_uid_closes_the_socket(api: Api) -> None:
+    """Second line of defence (another instance deleted and recreated the application)."""
+    async with connect(api.events_url(api.a), additional_headers=bearer(api.tokens["alice"])) as ws:
+        origin = EventOrigin(api.a, "another-uid", "d", "d-uid", "d", "d-uid")
+        stray = new_event(origin, channel="c", data=b"{}", instance="test", content_type="application/json")
+        await api.bus.send(events_topic(api.a), stray, key=partition_key(api.a, "d"))
+        with pytest.raises(ConnectionClosed) as closed:
+            await recv_json(ws)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1008
 
 
 async def test_closing_clients_release_their_subscriptions(api: Api) -> None:
