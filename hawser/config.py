@@ -48,6 +48,8 @@ class AuthSettings(BaseModel):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19_456, ge=8)
     argon2_parallelism: int = Field(default=1, ge=1)
+    #: Password checks that may wait for a KDF thread; beyond this, devices are told to retry (503).
+    kdf_max_waiting: int = Field(default=64, ge=1)
 
 
 class HttpEndpointSettings(BaseModel):

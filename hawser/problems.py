@@ -96,6 +96,7 @@ API_STATUS: Mapping[type[e.HawserError], int] = {
     e.BadRequest: 400,
     e.PayloadTooLarge: 413,
     e.BusUnavailable: 503,
+    e.Overloaded: 503,
 }
 
 

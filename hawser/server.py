@@ -109,7 +109,8 @@ class Gateway:
 
         if "http-endpoint" in settings.services:
             devices = DeviceAuthenticator(
-                store, cache_size=settings.auth.credential_cache_size, cache_ttl_s=settings.auth.credential_cache_ttl_s
+                store, cache_size=settings.auth.credential_cache_size, cache_ttl_s=settings.auth.credential_cache_ttl_s,
+                kdf_max_waiting=settings.auth.kdf_max_waiting,
             )
             ingest = Ingest(bus, instance=settings.instance, max_payload_bytes=settings.http.max_payload_bytes)
             self._stack.push_async_callback(devices.aclose)
