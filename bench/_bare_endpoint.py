@@ -1,6 +1,11 @@
 """The reference of bench/http_publish.py: a bare Starlette endpoint that does only the aiokafka send
 Hawser does (same producer settings, same uvicorn settings, same event loop), with no auth and no
-CloudEvent.
+CloudEvent work.
+
+The record it sends is the same as Hawser's on the wire: same key, same value and a set of `ce_`
+headers of the same size, built once at start. This matters: with small records a batch never fills
+and every request waits the whole linger, so a reference sending bare payloads is latency-bound at
+connections / linger and would make any gateway look faster than "doing nothing".
 
 Run as `python bench/_bare_endpoint.py BOOTSTRAP TOPIC PORT`.
 """
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import uuid
 from collections.abc import AsyncIterator
 
 import uvicorn
@@ -21,12 +27,27 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 
+def static_headers() -> list[tuple[str, bytes]]:
+    """CloudEvent headers shaped like Hawser's for the benchmark device (computed once)."""
+    uid = str(uuid.uuid4())
+    return [
+        ("ce_specversion", b"1.0"), ("ce_id", str(uuid.uuid4()).encode()),
+        ("ce_source", b"drogue://bench-app/bench-device"), ("ce_type", b"io.drogue.event.v1"),
+        ("ce_subject", b"telemetry"), ("ce_time", b"2026-01-01T00:00:00.000000Z"),
+        ("content-type", b"application/json"), ("ce_application", b"bench-app"),
+        ("ce_applicationuid", uid.encode()), ("ce_device", b"bench-device"), ("ce_deviceuid", uid.encode()),
+        ("ce_sender", b"bench-device"), ("ce_senderuid", uid.encode()), ("ce_instance", b"bench-host"),
+        ("ce_partitionkey", b"bench-app/bench-device"),
+    ]
+
+
 def build(bootstrap: str, topic: str) -> Starlette:
     producers: list[AIOKafkaProducer] = []
+    headers = static_headers()
 
     async def publish(request: Request) -> Response:
         body = await request.body()
-        future = await producers[0].send(topic, body, key=b"bench-app/bench-device")
+        future = await producers[0].send(topic, body, key=b"bench-app/bench-device", headers=headers)
         await future
         return Response(status_code=202)
 

@@ -1,10 +1,12 @@
 """The HTTP device endpoint (port 8080): `POST /v1/{channel}[/{as-device}]` as Drogue serves it.
 
 A thin transport around the pure parsers of `endpoints.uplink`, the device authenticator and the
-ingest pipeline. Errors become replies in one place, `HTTP_STATUS`; anything that is not a
-`HawserError` is a bug, logged with its traceback and answered with a generic 500. The body is read
-with a hard cap and never buffered past the limit; uvicorn discards what a device still sends after
-the 413 instead of resetting the connection (a reset can destroy the 413 before the device reads it).
+ingest pipeline. The publish route is served straight from the ASGI scope: on this, the hottest
+path of Hawser, Starlette's routing, request and response objects and middleware layers cost
+about as much CPU as the whole send to Kafka, so matching the path is a pure function here and
+everything else (health, metrics, unknown paths) is a small Starlette app. Errors become replies in
+one place, `HTTP_STATUS`; anything that is not a `HawserError` is a bug, logged with its traceback
+and answered with a generic 500. The body is read with a hard cap and never buffered past it.
 
 Drogue treats the path suffix after the channel as part of the topic (`/v1/{channel}/{sub/topic}`);
 Hawser, per its design and issue 4, reads it as the device a gateway publishes for (`as-device`, the
@@ -16,11 +18,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.datastructures import State
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from auth.devices import DeviceAuthenticator
 from endpoints.ingest import Ingest
@@ -37,7 +40,7 @@ from hawser.errors import (
     Overloaded,
     PayloadTooLarge,
 )
-from hawser.http_body import check_content_length, read_body
+from hawser.http_body import check_content_length, receive_body
 from hawser.problems import ProblemResponse, exception_handlers, internal_error, problem_for
 from hawser.telemetry import operational_routes
 
@@ -64,46 +67,89 @@ def error_response(error: HawserError) -> ProblemResponse:
     return problem_for(error, HTTP_STATUS, challenge=BASIC_CHALLENGE)
 
 
-def build_app(ingest: Ingest, authenticator: DeviceAuthenticator, settings: HttpEndpointSettings) -> Starlette:
-    """The Starlette app of the HTTP endpoint. `app.state.ready` (True) may be cleared by the
-    composition root while draining, which turns `/health/ready` to 503."""
-    limit = settings.max_payload_bytes
+def match_publish_path(path: str) -> tuple[str, str | None] | None:
+    """`(channel, as_device)` for `/v1/{channel}` and `/v1/{channel}/{as-device...}`, else None.
+    Pure: the same decision the HTTP app makes, testable without a server."""
+    if not path.startswith("/v1/"):
+        return None
+    channel, slash, rest = path[4:].partition("/")
+    if not channel:
+        return None
+    return channel, (rest or None) if slash else None
 
-    async def publish(request: Request) -> Response:
+
+def _header_values(scope: Scope) -> tuple[str | None, str | None, str | None]:
+    """Authorization, Content-Type and Content-Length, read once from the raw header list."""
+    authorization = content_type = content_length = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name == b"content-length":
+            content_length = value.decode("latin-1")
+    return authorization, content_type, content_length
+
+
+_ACCEPTED_START: Message = {"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]}
+_EMPTY_BODY: Message = {"type": "http.response.body", "body": b""}
+
+
+class HttpEndpoint:
+    """The ASGI app of the HTTP endpoint. `state.ready` (True) may be cleared by the composition
+    root while draining, which turns `/health/ready` to 503."""
+
+    def __init__(self, ingest: Ingest, authenticator: DeviceAuthenticator, settings: HttpEndpointSettings) -> None:
+        self.ingest = ingest
+        self.authenticator = authenticator
+        self.limit = settings.max_payload_bytes
+        self.state = State()
+        self.state.ready = True
+
+        async def ready() -> bool:
+            return bool(self.state.ready)
+
+        self.others = Starlette(
+            routes=operational_routes(ready), exception_handlers=exception_handlers(HTTP_STATUS)  # type: ignore[arg-type]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (match := match_publish_path(scope["path"])) is not None:
+            if scope["method"] == "POST":
+                response = await self.publish(scope, receive, *match)
+            else:
+                response = ProblemResponse(405, "Method Not Allowed", "publish with POST", headers={"Allow": "POST"})
+            if response is None:
+                await send(_ACCEPTED_START)
+                await send(_EMPTY_BODY)
+            else:
+                await response(scope, receive, send)
+            return
+        await self.others(scope, receive, send)
+
+    async def publish(self, scope: Scope, receive: Receive, channel: str, as_device: str | None) -> Response | None:
+        """None once the bus holds the event (202), else the error reply."""
         try:
-            headers = request.headers
-            query = request.query_params
+            authorization, content_type, content_length = _header_values(scope)
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
             credentials = parse_basic_auth(
-                headers.get("authorization"), default_application=query.get("application"), device=query.get("device")
+                authorization, default_application=query.get("application"), device=query.get("device")
             )
-            uplink = parse_uplink(
-                request.path_params["channel"],
-                request.path_params.get("as_device"),
-                query,
-                headers.get("content-type"),
-            )
-            check_content_length(headers.get("content-length"), limit)
-            outcome = await authenticator.authenticate(credentials, uplink.as_device)
-            payload = await read_body(request, limit)
-            await ingest.publish(outcome, uplink, payload)
+            uplink = parse_uplink(channel, as_device, query, content_type)
+            check_content_length(content_length, self.limit)
+            outcome = await self.authenticator.authenticate(credentials, uplink.as_device)
+            payload = await receive_body(receive, self.limit)
+            if payload is None:
+                return None  # the device went away before sending its body: nothing to publish or answer
+            await self.ingest.publish(outcome, uplink, payload)
         except HawserError as error:
             return error_response(error)
         except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            log.exception("unhandled error on POST %s", scope["path"])
             return internal_error()
         # No command router yet: `ct` is validated above and the reply is immediate.
-        return Response(status_code=202)
+        return None
 
-    async def ready() -> bool:
-        return bool(app.state.ready)
 
-    app = Starlette(
-        routes=[
-            Route("/v1/{channel}", publish, methods=["POST"]),
-            Route("/v1/{channel}/{as_device:path}", publish, methods=["POST"]),
-            *operational_routes(ready),
-        ],
-        exception_handlers=exception_handlers(HTTP_STATUS),  # type: ignore[arg-type]
-    )
-    app.state.ready = True
-    return app
+def build_app(ingest: Ingest, authenticator: DeviceAuthenticator, settings: HttpEndpointSettings) -> HttpEndpoint:
+    return HttpEndpoint(ingest, authenticator, settings)

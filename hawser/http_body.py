@@ -7,6 +7,7 @@ again as soon as more than the limit has streamed in, so it is never buffered pa
 from __future__ import annotations
 
 from starlette.requests import Request
+from starlette.types import Receive
 
 from hawser.errors import BadRequest, PayloadTooLarge
 
@@ -37,4 +38,21 @@ async def read_body(request: Request, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-__all__ = ["check_content_length", "read_body"]
+async def receive_body(receive: Receive, limit: int) -> bytes | None:
+    """The same as `read_body` for a raw ASGI app; None if the client disconnected first."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(size, limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+__all__ = ["check_content_length", "read_body", "receive_body"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -19,6 +20,7 @@ from typing import Self
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from auth.devices import DeviceAuthenticator
 from auth.tokens import AccessTokenAuthenticator, ensure_bootstrap_token
@@ -131,6 +133,12 @@ class Gateway:
             )
             self.api_port = self._serve(api, settings.api.host, settings.api.port, websockets=True)
 
+        # Everything loaded so far (libraries, registry schema, settings) lives as long as the process:
+        # moving it out of the collector's sight keeps full collections short, which the per-message
+        # garbage of a busy endpoint otherwise triggers often (they showed as 70 ms tail latencies).
+        gc.collect()
+        gc.freeze()
+
         # Wait until every server listens, so the caller may connect as soon as we return.
         while not all(s.started for s in self._servers):
             if any(t.done() for t in self._tasks):
@@ -140,7 +148,7 @@ class Gateway:
                 raise RuntimeError("a server stopped during start-up")
             await asyncio.sleep(0.01)
 
-    def _serve(self, app: Starlette, host: str, port: int, *, websockets: bool) -> int:
+    def _serve(self, app: ASGIApp, host: str, port: int, *, websockets: bool) -> int:
         sock = _bind(host, port)
         config = uvicorn.Config(
             app,
@@ -150,6 +158,7 @@ class Gateway:
             log_config=None,
             access_log=False,
             server_header=False,
+            proxy_headers=False,  # nothing in Hawser reads client addresses; saves a middleware per request
             timeout_graceful_shutdown=DRAIN_SECONDS,
             ws_per_message_deflate=False,
         )

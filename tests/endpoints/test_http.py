@@ -13,10 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from auth.devices import DeviceAuthenticator
-from endpoints.http import build_app
+from endpoints.http import HttpEndpoint, build_app
 from endpoints.ingest import Ingest
 from hawser import passwords
 from hawser.bus.base import Subscription
@@ -47,7 +46,7 @@ class Stack:
     store: RegistryStore
     authenticator: DeviceAuthenticator
     events: Subscription
-    app: Starlette
+    app: HttpEndpoint
 
     async def next_event(self) -> CloudEvent:
         delivery = await asyncio.wait_for(anext(aiter(self.events)), 10)

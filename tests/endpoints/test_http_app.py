@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 from starlette.types import Message
 
 from auth.devices import DeviceAuthenticator
-from endpoints.http import build_app
+from endpoints.http import HttpEndpoint, build_app
 from endpoints.ingest import Ingest
 from hawser.config import HttpEndpointSettings
 from registry.values import ApplicationInfo
@@ -33,7 +32,7 @@ class BrokenDirectory(MemoryDirectory):
 
 @dataclass
 class Parts:
-    app: Starlette
+    app: HttpEndpoint
     bus: RecordingBus
     url: str
 

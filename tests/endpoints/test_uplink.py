@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from endpoints.http import match_publish_path
 from endpoints.uplink import (
     MAX_NAME_LENGTH,
     DeviceCredentials,
@@ -143,3 +144,21 @@ def test_parse_uplink_refuses(args: tuple[str, str | None, dict[str, str]], erro
     with pytest.raises(error) as caught:
         parse_uplink(*args, None)
     assert type(caught.value) is error
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v1/telemetry", ("telemetry", None)),
+        ("/v1/telemetry/sensor-1", ("telemetry", "sensor-1")),
+        ("/v1/telemetry/a/b", ("telemetry", "a/b")),
+        ("/v1/telemetry/", ("telemetry", None)),
+        ("/v1/", None),
+        ("/v1//x", None),
+        ("/v1", None),
+        ("/v2/telemetry", None),
+        ("/health/live", None),
+    ],
+)
+def test_match_publish_path(path: str, expected: tuple[str, str | None] | None) -> None:
+    assert match_publish_path(path) == expected
