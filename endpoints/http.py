@@ -131,7 +131,8 @@ class HttpEndpoint:
         """None once the bus holds the event (202), else the error reply."""
         try:
             authorization, content_type, content_length = _header_values(scope)
-            query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+            raw_query = scope["query_string"]
+            query = dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)) if raw_query else {}
             credentials = parse_basic_auth(
                 authorization, default_application=query.get("application"), device=query.get("device")
             )

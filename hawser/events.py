@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +41,16 @@ def partition_key(application: str, device: str) -> str:
 
 def source_of(application: str, device: str) -> str:
     return f"drogue://{encode_name(application)}/{encode_name(device)}"
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID as text; `str(uuid.uuid4())` without building a UUID object,
+    which is a measurable share of the per-message cost."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def now_rfc3339() -> str:
@@ -173,7 +183,7 @@ class EventTemplate:
     ) -> CloudEvent:
         attributes: dict[str, str] = {
             "specversion": SPECVERSION,
-            "id": str(uuid.uuid4()),
+            "id": new_event_id(),
             "source": self.source,
             "type": event_type,
             "subject": channel,

@@ -16,6 +16,7 @@ client anything of the internals: the cause is chained and logged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -179,13 +180,26 @@ class KafkaBus:
             raise RuntimeError("KafkaBus.start() was not called")
         self._check_open()
         delivery: asyncio.Future[Any] | None = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
         try:
-            async with asyncio.timeout(self._timeout):
-                if topic not in self._known:
+            if topic not in self._known:
+                async with asyncio.timeout_at(deadline):
                     await self._describe(topic)  # a send must never create a topic
-                delivery = await producer.send(topic, value=event.data, key=key.encode(),
-                                               headers=event.kafka_headers())
-                await asyncio.shield(delivery)
+            # aiokafka bounds this await itself (request_timeout_ms is our send timeout).
+            delivery = await producer.send(topic, value=event.data, key=key.encode(), headers=event.kafka_headers())
+            if not delivery.done():
+                # The hot path: one timer and one relay future instead of asyncio.timeout + shield.
+                # Cancelling our waiter (deadline, or the caller went away) leaves aiokafka's own
+                # future alone: the record is still delivered when Kafka can.
+                waiter: asyncio.Future[None] = loop.create_future()
+                delivery.add_done_callback(functools.partial(_relay, waiter))
+                timer = loop.call_at(deadline, _expire, waiter)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+            delivery.result()  # raises the KafkaError the delivery failed with, if any
         except (KafkaError, TimeoutError) as exc:
             if topic in self._known and producer.client.cluster.partitions_for_topic(topic) is None:
                 # The producer's metadata (refreshed on the error) lost the topic: deleted elsewhere?
@@ -245,6 +259,16 @@ class KafkaBus:
         except (KafkaError, OSError, TimeoutError) as exc:
             log.warning("Kafka could not %s", what, exc_info=exc)
             raise BusUnavailable(UNAVAILABLE, retry_after=self._retry_after) from exc
+
+
+def _relay(waiter: asyncio.Future[None], delivery: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def _forget(future: asyncio.Future[Any]) -> None:

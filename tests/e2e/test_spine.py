@@ -80,7 +80,7 @@ async def test_http_publish_lands_on_kafka_in_binary_mode(
     assert headers["ce_device"] == headers["ce_sender"] == "gw"
     assert headers["ce_instance"] == "test-instance"
     assert headers["ce_partitionkey"] == f"{app}/gw"
-    uuid.UUID(headers["ce_id"])
+    assert uuid.UUID(headers["ce_id"]).version == 4
     assert headers["ce_applicationuid"]
     assert headers["ce_deviceuid"] == headers["ce_senderuid"]
 

@@ -38,7 +38,8 @@ async def test_event_carries_every_attribute() -> None:
     )
     assert bus.sent == [("events-my-app", event, "my-app/sensor%2F1")]
     attrs = dict(event.attributes)
-    uuid.UUID(attrs.pop("id"))
+    event_id = uuid.UUID(attrs.pop("id"))
+    assert (event_id.version, event_id.variant) == (4, uuid.RFC_4122)
     assert attrs.pop("time").endswith("Z")
     assert attrs == {
         "specversion": "1.0",
