@@ -5,7 +5,7 @@ Hawser process on a real Kafka, while one WebSocket subscriber on the API port r
 latency is receive time minus send time, on one clock. The reference, measured in the same run, is
 the bus alone: aiokafka producer to aiokafka consumer at the same rate. Target: Hawser p99 < 50 ms.
 
-    .venv/bin/python bench/e2e_latency.py [--rate 1000] [--seconds 20] [--embedded]
+    .venv/bin/python bench/e2e_latency.py [--rate 1000] [--seconds 20]
 """
 
 from __future__ import annotations
