@@ -6,6 +6,7 @@ Everything runs on 127.0.0.1 and stops by itself. Kafka comes from scripts/servi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -104,6 +106,20 @@ def hawser(bootstrap: str | None, **env: str) -> Iterator[Hawser]:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def create_topic(bootstrap: str, topic: str) -> None:
+    """A 3-partition topic, as Hawser creates for an application (the references need their own)."""
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
 
 
 def provision_device(gw: Hawser) -> None:

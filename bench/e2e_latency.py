@@ -23,7 +23,6 @@ from typing import Any
 
 import websockets
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as h
@@ -123,12 +122,7 @@ async def through_hawser(gw: h.Hawser, rate: int, seconds: int) -> tuple[list[fl
 
 async def through_kafka_alone(bootstrap: str, rate: int, seconds: int) -> list[float]:
     topic = "bench-e2e-reference"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-    finally:
-        await admin.close()
+    await asyncio.to_thread(h.create_topic, bootstrap, topic)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest")
     await producer.start()

@@ -12,25 +12,13 @@ ratio, p50/p99 latency and Hawser's CPU-seconds per 1,000 messages. Targets: rat
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as h
-
-
-async def _create_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-    finally:
-        await admin.close()
 
 
 def main() -> None:
@@ -41,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with h.kafka() as bootstrap:
-        asyncio.run(_create_topic(bootstrap, "bench-bare"))
+        h.create_topic(bootstrap, "bench-bare")
         bare_port = h.free_port()
         bare = subprocess.Popen([sys.executable, str(Path(__file__).parent / "_bare_endpoint.py"),
                                  bootstrap, "bench-bare", str(bare_port)])

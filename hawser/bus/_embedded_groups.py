@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, Self
 
+from hawser._resources import AsyncResource
 from hawser.bus._embedded_store import TP
 from hawser.bus.base import Delivery
 from hawser.errors import UnknownTopic
@@ -150,7 +151,7 @@ class Group:
         member.wake.set()
 
 
-class EmbeddedSubscription:
+class EmbeddedSubscription(AsyncResource):
     """An open consumer of the embedded log; a group member when `group` is set."""
 
     def __init__(self, log: Log, topics: Sequence[str], group: Group | None, *, batch: int) -> None:
@@ -250,9 +251,3 @@ class EmbeddedSubscription:
         if self.group is not None:
             self.group.leave(self)
         self._log.detach(self)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()

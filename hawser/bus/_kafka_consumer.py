@@ -18,6 +18,7 @@ from typing import Any, Self
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStateError, KafkaError
 
+from hawser._resources import AsyncResource
 from hawser.bus.base import Delivery
 from hawser.errors import BusUnavailable, UnknownTopic
 from hawser.events import CloudEvent
@@ -32,7 +33,7 @@ FETCH_MAX_BYTES = 1024 * 1024
 UNAVAILABLE = "the event bus is unavailable"
 
 
-class KafkaSubscription:
+class KafkaSubscription(AsyncResource):
     """An open consumer; see the module docstring for how it is positioned."""
 
     def __init__(self, consumer: Any, group: str | None,
@@ -119,12 +120,6 @@ class KafkaSubscription:
             await self._consumer.stop()
         finally:
             self._on_close(self)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def on_assigned(self, assigned: set[Any]) -> None:
         """Commit where the group starts on partitions it never committed; then report readiness."""

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Self, TypeVar
+from typing import Literal, TypeVar
 
+from hawser._resources import Startable
 from hawser.bus._embedded_groups import EmbeddedSubscription, Group
 from hawser.bus._embedded_store import (
     TP,
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class EmbeddedBus:
+class EmbeddedBus(Startable):
     """The single-machine `EventBus`: survives restarts, keeps consumer-group offsets."""
 
     def __init__(
@@ -121,13 +122,6 @@ class EmbeddedBus:
                     except Exception:  # closing goes on; what failed is logged
                         log.exception("closing the embedded event log %s", self.path)
                 thread.shutdown(wait=False)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # --- EventBus ---------------------------------------------------------------------------------
 

@@ -20,12 +20,13 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Self
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
 
+from hawser._resources import Startable
 from hawser.bus._kafka_consumer import UNAVAILABLE, KafkaSubscription, open_subscription
 from hawser.bus.base import Subscription
 from hawser.errors import BusUnavailable, UnknownTopic
@@ -37,7 +38,7 @@ _NO_ERROR, _UNKNOWN_TOPIC, _TOPIC_EXISTS = 0, 3, 36
 _POLL_S = 0.05
 
 
-class KafkaBus:
+class KafkaBus(Startable):
     """The production `EventBus` on Apache Kafka."""
 
     def __init__(
@@ -107,13 +108,6 @@ class KafkaBus:
             await producer.stop()
         if admin is not None:
             await admin.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # --- topics -------------------------------------------------------------------------------------
 
