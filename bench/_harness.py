@@ -62,7 +62,7 @@ def kafka() -> Iterator[str]:
     try:
         yield str(server.bootstrap)
     finally:
-        server.stop()
+        server.close()  # stops it and deletes its data folder
 
 
 @dataclass(frozen=True)
