@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,15 +26,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from services import KafkaServer  # noqa: E402 - scripts/ is not a package
+from services import free_port as free_port  # noqa: E402
+
 TOKEN = "hwsr_bench_" + "x" * 32
 APP, DEVICE, PASSWORD = "bench-app", "bench-device", "bench-password-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_http(url: str, deadline_s: float = 30.0) -> None:
@@ -55,8 +50,6 @@ def kafka() -> Iterator[str]:
         yield configured
         return
     subprocess.run(["bash", str(ROOT / "scripts" / "provision.sh")], check=True)
-    from services import KafkaServer
-
     server = KafkaServer()
     server.start()
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import random
 import re
 import shutil
 import signal
@@ -70,11 +71,38 @@ def ensure_postgres() -> Path:
     return found
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that is free now and stays out of other processes' way.
+
+    Not one the OS picks with port 0: those come from the ephemeral range, which every outgoing
+    connection draws its source port from, so between the probe and a server's bind (a JVM takes a
+    second to get there) a client socket of the test run could take it. Ports below that range are
+    never handed out implicitly; one of them is picked at random, checked free by binding it, and
+    never given twice by this process.
+    """
+    floor = _ephemeral_floor()
+    for _ in range(1000):
+        port = random.randrange(20_000, floor)  # noqa: S311 - spreading ports, not secrets
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise ServiceError("no free TCP port below the ephemeral range")
 
 
 def tail(path: Path, lines: int = 40) -> str:

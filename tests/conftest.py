@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
-from services import KafkaServer, PostgresServer
+from _service_base import Server
+from services import KafkaServer, PostgresServer, ServiceError
+
+S = TypeVar("S", bound=Server)
 
 pytest_plugins = ["pytester"]
 
@@ -41,12 +45,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
 
 
+def _started(make: Callable[[], S]) -> S:
+    """Start a service; if the first start fails, say why (its log's tail, on the real stderr so CI
+    shows it) and try once more on fresh ports, so one unlucky start does not fail the session."""
+    server = make()
+    try:
+        server.start()
+    except ServiceError as first:
+        server.close()
+        print(f"first start of {server.name} failed, retrying on fresh ports: {first}", file=sys.__stderr__)
+        server = make()
+        server.start()
+    return server
+
+
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[KafkaServer]:
     """A real single-node Kafka broker; `.stop()`/`.start()` restart it on the same port with its data."""
-    server = KafkaServer()
+    server = _started(KafkaServer)
     try:
-        server.start()
         yield server
     finally:
         server.close()
@@ -62,9 +79,8 @@ def kafka_bootstrap(kafka: KafkaServer) -> str:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """A real throwaway PostgreSQL server (user `postgres`, trust auth on 127.0.0.1)."""
-    server = PostgresServer()
+    server = _started(PostgresServer)
     try:
-        server.start()
         yield server
     finally:
         server.close()

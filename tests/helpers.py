@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
+
+from services import free_port as free_port  # one definition, shared with the fixtures and benches
 
 T = TypeVar("T")
 
@@ -59,13 +60,6 @@ async def eventually(
             what = message or getattr(predicate, "__qualname__", repr(predicate))
             raise AssertionError(f"not true within {timeout:.1f}s: {what} (last result: {last!r})") from last_error
         await asyncio.sleep(interval)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago. Prefer binding port 0 yourself when you can."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unique_name(prefix: str = "t") -> str:

@@ -15,7 +15,8 @@ import httpx
 from click.testing import CliRunner, Result
 
 from hawser.cli import main
-from tests.cli.conftest import Served, clean_env, free_port
+from tests.cli.conftest import Served, clean_env
+from tests.helpers import free_port
 
 
 def hawser(served: Served, *args: str, token: str | None = None) -> Result:
