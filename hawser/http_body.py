@@ -6,7 +6,7 @@ again as soon as more than the limit has streamed in, so it is never buffered pa
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
 from hawser.errors import BadRequest, PayloadTooLarge
@@ -24,22 +24,9 @@ def check_content_length(value: str | None, limit: int) -> None:
         raise PayloadTooLarge(size, limit)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (PayloadTooLarge) a declared Content-Length over `limit`, and
-    as soon as more than `limit` bytes arrived."""
-    check_content_length(request.headers.get("content-length"), limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(size, limit)
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 async def receive_body(receive: Receive, limit: int) -> bytes | None:
-    """The same as `read_body` for a raw ASGI app; None if the client disconnected first."""
+    """The body from a raw ASGI `receive`, refused (PayloadTooLarge) as soon as more than `limit`
+    bytes arrived; None if the client disconnected first."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -53,6 +40,16 @@ async def receive_body(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """`receive_body` for a Starlette request, refusing a declared Content-Length over `limit`
+    before reading anything."""
+    check_content_length(request.headers.get("content-length"), limit)
+    body = await receive_body(request.receive, limit)
+    if body is None:
+        raise ClientDisconnect()
+    return body
 
 
 __all__ = ["check_content_length", "read_body", "receive_body"]

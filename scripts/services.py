@@ -19,6 +19,7 @@ import sys
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 # Importable as `services` (scripts/ on sys.path, as tests/conftest.py does) or as `scripts.services`.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -228,14 +229,16 @@ class PostgresServer(Server):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
-                user=self._user,
-                group=self._user,
-                extra_groups=[] if self._user else None,
+                **self._as_owner(),
                 check=False,
                 timeout=120,
             )
         if done.returncode != 0:
             raise ServiceError(f"initdb failed; {self.log_path}:\n{tail(self.log_path)}")
+
+    def _as_owner(self) -> dict[str, Any]:
+        """subprocess arguments that run a PostgreSQL program as the data folder's owner."""
+        return {"user": self._user, "group": self._user, "extra_groups": [] if self._user else None}
 
     def _spawn(self, log: int) -> subprocess.Popen[bytes]:
         settings = ["fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=300"]
@@ -256,9 +259,7 @@ class PostgresServer(Server):
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
-            user=self._user,
-            group=self._user,
-            extra_groups=[] if self._user else None,
+            **self._as_owner(),
             start_new_session=True,
         )
 
