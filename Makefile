@@ -45,6 +45,8 @@ test: provision $(STAMP)
 
 bench: $(STAMP) provision
 	$(BIN)/python bench/http_publish.py
+	$(BIN)/python bench/mqtt_publish.py
+	$(BIN)/python bench/mqtt_connections.py
 	$(BIN)/python bench/e2e_latency.py
 
 clean:

@@ -1,4 +1,5 @@
-"""What the benchmarks share: a real Kafka, a real Hawser process, a provisioned device, and wrk.
+"""What the benchmarks share: a real Kafka, a real Hawser process, provisioned devices, wrk, and
+readings of a process's CPU time and memory from /proc.
 
 Everything runs on 127.0.0.1 and stops by itself. Kafka comes from scripts/services.py unless
 `HAWSER_BENCH_KAFKA=host:port` names a broker that is already running on this machine.
@@ -11,6 +12,7 @@ import base64
 import contextlib
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -58,11 +60,19 @@ def kafka() -> Iterator[str]:
         server.close()  # stops it and deletes its data folder
 
 
+def raise_nofile() -> None:
+    """Raise this process's open-files soft limit to its hard limit (also a `preexec_fn` for servers)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 @dataclass(frozen=True)
 class Hawser:
     http_port: int
     api_port: int
     pid: int
+    mqtt_port: int = 0
+    mqtt_integration_port: int = 0
 
     @property
     def api(self) -> str:
@@ -71,9 +81,10 @@ class Hawser:
 
 @contextlib.contextmanager
 def hawser(bootstrap: str | None, **env: str) -> Iterator[Hawser]:
-    """A `hawser serve` process on free ports (Kafka bus if `bootstrap`, else the embedded log)."""
+    """A `hawser serve` process on free ports (Kafka bus if `bootstrap`, else the embedded log), its
+    MQTT listeners on 127.0.0.1 without TLS, and its open-files limit raised to the hard limit."""
     data_dir = tempfile.mkdtemp(prefix="hawser-bench-")
-    http_port, api_port = free_port(), free_port()
+    http_port, api_port, mqtt_port, integration_port = free_port(), free_port(), free_port(), free_port()
     environ = {
         **os.environ,
         "HAWSER_DATA_DIR": data_dir,
@@ -81,6 +92,12 @@ def hawser(bootstrap: str | None, **env: str) -> Iterator[Hawser]:
         "HAWSER_HTTP__HOST": "127.0.0.1",
         "HAWSER_API__PORT": str(api_port),
         "HAWSER_API__HOST": "127.0.0.1",
+        "HAWSER_MQTT__HOST": "127.0.0.1",
+        "HAWSER_MQTT__PORT": str(mqtt_port),
+        "HAWSER_MQTT__TLS_PORT": "-1",
+        "HAWSER_MQTT_INTEGRATION__HOST": "127.0.0.1",
+        "HAWSER_MQTT_INTEGRATION__PORT": str(integration_port),
+        "HAWSER_MQTT_INTEGRATION__TLS_PORT": "-1",
         "HAWSER_BOOTSTRAP_TOKEN": TOKEN,
         "HAWSER_LOG_LEVEL": "WARNING",
         **env,
@@ -88,10 +105,10 @@ def hawser(bootstrap: str | None, **env: str) -> Iterator[Hawser]:
     if bootstrap:
         environ |= {"HAWSER_BUS__KIND": "kafka", "HAWSER_BUS__KAFKA_BOOTSTRAP": bootstrap}
     proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "hawser"), "serve"], env=environ,
-                            stdout=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, preexec_fn=raise_nofile)
     try:
         wait_http(f"http://127.0.0.1:{api_port}/health/live")
-        yield Hawser(http_port, api_port, proc.pid)
+        yield Hawser(http_port, api_port, proc.pid, mqtt_port, integration_port)
     finally:
         proc.terminate()
         try:
@@ -115,15 +132,20 @@ def create_topic(bootstrap: str, topic: str) -> None:
     asyncio.run(create())
 
 
-def provision_device(gw: Hawser) -> None:
+def provision_device(gw: Hawser, extra_devices: int = 0) -> list[str]:
+    """The app, its device `DEVICE`, and `extra_devices` more (`DEVICE-1`...), all with `PASSWORD`;
+    returns the device names."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
+    names = [DEVICE] + [f"{DEVICE}-{n}" for n in range(1, extra_devices + 1)]
     with httpx.Client(base_url=gw.api, headers=headers, timeout=30) as client:
         client.post("/api/registry/v1alpha1/apps", json={"metadata": {"name": APP}}).raise_for_status()
-        client.post(
-            f"/api/registry/v1alpha1/apps/{APP}/devices",
-            json={"metadata": {"name": DEVICE, "application": APP},
-                  "spec": {"authentication": {"credentials": [{"pass": PASSWORD}]}}},
-        ).raise_for_status()
+        for name in names:
+            client.post(
+                f"/api/registry/v1alpha1/apps/{APP}/devices",
+                json={"metadata": {"name": name, "application": APP},
+                      "spec": {"authentication": {"credentials": [{"pass": PASSWORD}]}}},
+            ).raise_for_status()
+    return names
 
 
 def basic_auth() -> str:
@@ -185,3 +207,31 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (VmRSS from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def listener_pid(port: int) -> int | None:
+    """The pid of the process listening on TCP `port` on this machine (e.g. Kafka), from /proc."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return int(proc.name)
+    return None

@@ -1,11 +1,16 @@
-"""End-to-end latency: a device's HTTP publish until an application's WebSocket receives the event.
+"""End-to-end latency: a device's publish until an application receives the event, on two paths.
 
-Publishes at a fixed rate (default 1,000 msg/s for 20 s) over keep-alive HTTP connections into a
-Hawser process on a real Kafka, while one WebSocket subscriber on the API port receives the events;
-latency is receive time minus send time, on one clock. The reference, measured in the same run, is
-the bus alone: aiokafka producer to aiokafka consumer at the same rate. Target: Hawser p99 < 50 ms.
+- HTTP: publishes at a fixed rate (default 1,000 msg/s for 20 s) over keep-alive HTTP connections,
+  received by one WebSocket subscriber on the API port.
+- MQTT: devices publish QoS 1 over MQTT 3.1.1 (8 connections, one device each) at a fixed rate
+  (default 2,000 msg/s for 20 s), received by an application subscribed to `app/<app>` through the
+  MQTT integration (MQTT 5, access token as the user name), which PUBACKs every event.
 
-    .venv/bin/python bench/e2e_latency.py [--rate 1000] [--seconds 20]
+Both go into one Hawser process on a real Kafka; latency is receive time minus send time, on one
+clock. The reference, measured in the same run at each path's rate, is the bus alone: aiokafka
+producer to aiokafka consumer. Target: Hawser p99 < 50 ms on both paths.
+
+    .venv/bin/python bench/e2e_latency.py [--rate 1000] [--mqtt-rate 2000] [--seconds 20] [--paths http,mqtt]
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import statistics
 import sys
@@ -26,8 +32,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as h
+from _mqtt_latency import MqttDevices, Subscriber
+
+MQTT_DEVICES = 8
 
 Send = Callable[[int, bytes], Coroutine[Any, Any, None]]
+#: Latencies (s) of the events received, the publishers' acknowledgement times (s), failed publishes.
+Run = tuple[list[float], list[float], int]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -96,7 +107,7 @@ class HttpPool:
             writer.close()
 
 
-async def through_hawser(gw: h.Hawser, rate: int, seconds: int) -> tuple[list[float], list[float], int]:
+async def through_hawser(gw: h.Hawser, rate: int, seconds: int) -> Run:
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
     total = rate * seconds
@@ -120,8 +131,53 @@ async def through_hawser(gw: h.Hawser, rate: int, seconds: int) -> tuple[list[fl
     return latencies, pool.acks, pool.failures
 
 
+async def through_mqtt(gw: h.Hawser, devices: list[str], rate: int, seconds: int) -> Run:
+    sent_at: dict[int, float] = {}
+    latencies: list[float] = []
+    seen: set[int] = set()
+    probe_seen = asyncio.Event()
+    total = rate * seconds
+    done = asyncio.get_running_loop().create_future()
+    publishers = MqttDevices(gw.mqtt_port, [(f"e2e-{name}", f"{name}@{h.APP}", h.PASSWORD) for name in devices])
+
+    def on_payload(payload: bytes) -> None:
+        data = json.loads(payload)
+        if "probe" in data:
+            probe_seen.set()
+        elif "seq" in data and data["seq"] not in seen:  # QoS 1 is at least once: count each event once
+            seen.add(data["seq"])
+            latencies.append(time.perf_counter() - sent_at[data["seq"]])
+            if len(latencies) >= total - publishers.failures and not done.done():
+                done.set_result(None)
+        # anything else is a connection event ({"connected": ...}) of the devices
+
+    loop = asyncio.get_running_loop()
+    _, subscriber = await loop.create_connection(lambda: Subscriber(h.TOKEN, f"app/{h.APP}", on_payload),
+                                                 "127.0.0.1", gw.mqtt_integration_port)
+    try:
+        await subscriber.subscribe()
+        await publishers.open()
+        # The subscription reads the topic from its end once the consumer joined: probe until an event
+        # published now arrives (bounded), so that the measured run starts with a live subscription.
+        async with asyncio.timeout(60):
+            for probe in itertools.count():
+                await publishers.publish(0, json.dumps({"probe": probe}).encode())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(probe_seen.wait(), 0.5)
+                if probe_seen.is_set():
+                    break
+        publishers.acks.clear()
+        await paced(rate, seconds, publishers.publish, sent_at)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done, timeout=30)
+    finally:
+        publishers.close()
+        subscriber.close()
+    return latencies, publishers.acks, publishers.failures
+
+
 async def through_kafka_alone(bootstrap: str, rate: int, seconds: int) -> list[float]:
-    topic = "bench-e2e-reference"
+    topic = f"bench-e2e-reference-{rate}"
     await asyncio.to_thread(h.create_topic, bootstrap, topic)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest")
@@ -157,29 +213,57 @@ async def through_kafka_alone(bootstrap: str, rate: int, seconds: int) -> list[f
 def report(name: str, latencies: list[float], expected: int) -> float:
     ms = [1000 * x for x in latencies]
     p99 = percentile(ms, 0.99)
-    print(f"{name:28}{len(ms):>8}/{expected:<8}{statistics.median(ms):>9.2f}{p99:>9.2f}{max(ms):>9.2f}")
+    print(f"{name:32}{len(ms):>8}/{expected:<8}{statistics.median(ms):>9.2f}{p99:>9.2f}{max(ms):>9.2f}")
     return p99
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=int, default=1000)
-    parser.add_argument("--seconds", type=int, default=20)
-    args = parser.parse_args()
-    expected = args.rate * args.seconds
-    with h.kafka() as bootstrap:
-        reference = asyncio.run(through_kafka_alone(bootstrap, args.rate, args.seconds))
-        with h.hawser(bootstrap) as gw:
-            h.provision_device(gw)
-            latencies, acks, failures = asyncio.run(through_hawser(gw, args.rate, args.seconds))
-    print(f"{args.rate} msg/s for {args.seconds} s; latency in ms")
-    print(f"{'path':28}{'received':>17}{'p50':>9}{'p99':>9}{'max':>9}")
-    p99 = report("HTTP -> Hawser -> WebSocket", latencies, expected)
-    report("  of which HTTP 202 ack", acks, expected)
+def summarise(title: str, rate: int, seconds: int, path: str, ack: str,
+              run: Run, reference: list[float]) -> bool:
+    """Prints one path's table; False when publishes failed or events are missing."""
+    latencies, acks, failures = run
+    expected = rate * seconds
+    print(f"{title}: {rate} msg/s for {seconds} s; latency in ms")
+    print(f"{'path':32}{'received':>17}{'p50':>9}{'p99':>9}{'max':>9}")
+    p99 = report(path, latencies, expected)
+    report(f"  of which {ack}", acks, expected)
     ref = report("aiokafka -> aiokafka (ref)", reference, expected)
     print(f"p99 hawser/reference: {p99 / ref:.1f}x   hawser p99 {p99:.1f} ms (target < 50 ms)")
     if failures or len(latencies) < expected:
         print(f"WARNING: {failures} publishes failed, {expected - len(latencies)} events missing")
+        return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=int, default=1000, help="HTTP path, msg/s")
+    parser.add_argument("--mqtt-rate", type=int, default=2000, help="MQTT path, msg/s")
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--paths", default="http,mqtt", help="comma-separated: http, mqtt")
+    args = parser.parse_args()
+    paths = set(args.paths.split(","))
+    if not paths or paths - {"http", "mqtt"}:
+        parser.error("--paths takes http, mqtt or both")
+    with h.kafka() as bootstrap:
+        references = {rate: asyncio.run(through_kafka_alone(bootstrap, rate, args.seconds))
+                      for rate in {args.rate if "http" in paths else 0, args.mqtt_rate if "mqtt" in paths else 0}
+                      if rate}
+        http_run: Run = ([], [], 0)
+        mqtt_run: Run = ([], [], 0)
+        with h.hawser(bootstrap) as gw:
+            devices = h.provision_device(gw, extra_devices=MQTT_DEVICES - 1)
+            if "http" in paths:
+                http_run = asyncio.run(through_hawser(gw, args.rate, args.seconds))
+            if "mqtt" in paths:
+                mqtt_run = asyncio.run(through_mqtt(gw, devices, args.mqtt_rate, args.seconds))
+    ok = True
+    if "http" in paths:
+        ok &= summarise("HTTP", args.rate, args.seconds, "HTTP -> Hawser -> WebSocket", "HTTP 202 ack", http_run,
+                        references[args.rate])
+    if "mqtt" in paths:
+        ok &= summarise(f"MQTT (QoS 1, {MQTT_DEVICES} device connections)", args.mqtt_rate, args.seconds,
+                        "MQTT -> Hawser -> MQTT integration", "MQTT PUBACK", mqtt_run, references[args.mqtt_rate])
+    if not ok:
         sys.exit(1)
 
 

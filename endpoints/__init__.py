@@ -1,16 +1,18 @@
-"""Device-facing servers (HTTP now; MQTT, CoAP, TTN later) and `ingest`, the one pipeline all of
+"""Device-facing servers (HTTP and MQTT now; CoAP, TTN later) and `ingest`, the one pipeline all of
 them call. Never imports `integration`."""
 
 from __future__ import annotations
 
 from endpoints.http import HTTP_STATUS, build_app
 from endpoints.ingest import Ingest
+from endpoints.mqtt import MqttEndpoint
 from endpoints.uplink import DeviceCredentials, Uplink, parse_basic_auth, parse_uplink
 
 __all__ = [
     "HTTP_STATUS",
     "DeviceCredentials",
     "Ingest",
+    "MqttEndpoint",
     "Uplink",
     "build_app",
     "parse_basic_auth",

@@ -17,7 +17,14 @@ from auth.devices import AuthOutcome
 from endpoints.uplink import Uplink
 from hawser.bus.base import EventBus
 from hawser.errors import BadJson, BusUnavailable, PayloadTooLarge
-from hawser.events import CloudEvent, EventOrigin, event_template, events_topic, is_json_content_type
+from hawser.events import (
+    CONNECTION_TYPE,
+    CloudEvent,
+    EventOrigin,
+    event_template,
+    events_topic,
+    is_json_content_type,
+)
 
 EVENTS = Counter("hawser_ingest_events", "Device events offered to the bus, by outcome.", ["outcome"])
 _PUBLISHED = EVENTS.labels("published")
@@ -25,6 +32,17 @@ _TOO_LARGE = EVENTS.labels("too-large")
 _BAD_JSON = EVENTS.labels("bad-json")
 _BUS_UNAVAILABLE = EVENTS.labels("bus-unavailable")
 _FAILED = EVENTS.labels("failed")
+CONNECTION_EVENTS = Counter(
+    "hawser_ingest_connection_events", "Device connection events offered to the bus, by outcome.", ["outcome"]
+)
+_CONNECTION_PUBLISHED = CONNECTION_EVENTS.labels("published")
+_CONNECTION_BUS_UNAVAILABLE = CONNECTION_EVENTS.labels("bus-unavailable")
+_CONNECTION_FAILED = CONNECTION_EVENTS.labels("failed")
+
+#: The channel (`subject`), content type and data of connection events, as Drogue's device state
+#: service writes them (`device-state-service/src/service/postgres.rs`, serde_json's compact form).
+CONNECTION_CHANNEL = "connection"
+_CONNECTION_DATA = {True: b'{"connected":true}', False: b'{"connected":false}'}
 
 
 def _not_json(constant: str) -> object:
@@ -95,4 +113,33 @@ class Ingest:
             _FAILED.inc()
             raise
         _PUBLISHED.inc()
+        return event
+
+    async def publish_connection(self, outcome: AuthOutcome, connected: bool) -> CloudEvent:
+        """Send the `io.drogue.connection.v1` event of a device that connected (or disconnected)
+        through a connection-oriented protocol; returns it once the bus acknowledged. Drogue sends
+        these only for devices connected themselves, never for devices behind a gateway: the event
+        is about `outcome.device`, which is also its sender. Raises BusUnavailable (or the bus's
+        other errors); the caller decides what a lost connection event costs."""
+        app, device = outcome.application, outcome.device
+        if outcome.target == device:
+            template = outcome.event_template(self.instance)
+        else:
+            origin = EventOrigin(app.name, app.uid, device.name, device.uid, device.name, device.uid)
+            template = event_template(origin, self.instance)
+        event = template.event(
+            channel=CONNECTION_CHANNEL,
+            data=_CONNECTION_DATA[connected],
+            content_type="application/json",
+            event_type=CONNECTION_TYPE,
+        )
+        try:
+            await self.bus.send(events_topic(app.name), event, key=event.attributes["partitionkey"])
+        except BusUnavailable:
+            _CONNECTION_BUS_UNAVAILABLE.inc()
+            raise
+        except BaseException:
+            _CONNECTION_FAILED.inc()
+            raise
+        _CONNECTION_PUBLISHED.inc()
         return event

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import quote
 
 import click
@@ -25,6 +25,7 @@ from hawser._cli_client import (
     resource_rows,
     table,
 )
+from hawser.config import Service
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 
@@ -65,11 +66,13 @@ def main(ctx: click.Context, url: str, token: str | None) -> None:
 
 
 @main.command()
-@click.argument("services", nargs=-1, type=click.Choice(["http-endpoint", "api"]))
+@click.argument("services", nargs=-1, type=click.Choice(list(get_args(Service))))
 def serve(services: tuple[str, ...]) -> None:
     """Run Hawser's services (all of them by default) until SIGINT or SIGTERM.
 
-    Configured from the environment: HAWSER_DATA_DIR, HAWSER_BUS__KIND, HAWSER_HTTP__PORT, ...
+    Services: http-endpoint (8080), mqtt-endpoint (1883, TLS 8883), api (8081: registry and
+    WebSocket integration), mqtt-integration (1884, TLS 8884). Configured from the environment:
+    HAWSER_DATA_DIR, HAWSER_BUS__KIND, HAWSER_HTTP__PORT, HAWSER_MQTT__PORT, ...
     """
     from pydantic import ValidationError
 

@@ -73,7 +73,52 @@ class ApiSettings(BaseModel):
     websocket_buffer_bytes: int = Field(default=1024 * 1024, ge=1)
 
 
-Service = Literal["http-endpoint", "api"]
+class TlsSettings(BaseModel):
+    """A TLS listener's certificate chain and key (PEM). When both are empty, Hawser generates a
+    self-signed certificate for `localhost`/127.0.0.1 under `data_dir/tls/` on first start, so the TLS
+    ports work out of the box (clients then trust that file: `mosquitto_pub --cafile ...`)."""
+
+    cert: Path | None = None
+    key: Path | None = None
+
+
+class MqttEndpointSettings(BaseModel):
+    """The device-facing MQTT endpoint (3.1.1 and 5)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=1883, ge=0, le=65535)
+    #: The MQTT over TLS port; -1 turns the TLS listener off.
+    tls_port: int = Field(default=8883, ge=-1, le=65535)
+    tls: TlsSettings = TlsSettings()
+    #: Largest accepted payload in bytes (a larger PUBLISH is refused with 0x97 / 0x95).
+    max_payload_bytes: int = Field(default=256 * 1024, ge=1)
+    #: Un-acknowledged QoS 1 publishes per connection (MQTT 5 Receive Maximum; 3.1.1 clients are
+    #: simply not read from beyond it). MQTT 5 requires disconnecting a client that exceeds it, and
+    #: paho-mqtt keeps up to 20 in flight whatever the server announces: stay at 20 or above.
+    receive_maximum: int = Field(default=64, ge=1, le=65535)
+    #: Seconds a socket may take to send its CONNECT.
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    #: Bytes a connection may have waiting to be written before it stops being read (slow readers).
+    write_buffer_bytes: int = Field(default=64 * 1024, ge=1024)
+
+
+class MqttIntegrationSettings(BaseModel):
+    """The application-facing MQTT integration (events out, commands in)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=1884, ge=0, le=65535)
+    #: The MQTT over TLS port; -1 turns the TLS listener off.
+    tls_port: int = Field(default=8884, ge=-1, le=65535)
+    tls: TlsSettings = TlsSettings()
+    #: Largest packet accepted from applications (subscriptions, commands).
+    max_packet_bytes: int = Field(default=256 * 1024, ge=1024)
+    #: QoS 1 events sent to one subscription and not yet PUBACKed (the at-least-once window).
+    inflight: int = Field(default=64, ge=1, le=65535)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    write_buffer_bytes: int = Field(default=256 * 1024, ge=1024)
+
+
+Service = Literal["http-endpoint", "mqtt-endpoint", "api", "mqtt-integration"]
 
 
 class Settings(BaseSettings):
@@ -87,7 +132,7 @@ class Settings(BaseSettings):
     #: Name of this instance, written into every event (`instance` extension).
     instance: str = Field(default_factory=socket.gethostname)
     #: Services this process runs; all by default.
-    services: tuple[Service, ...] = ("http-endpoint", "api")
+    services: tuple[Service, ...] = ("http-endpoint", "mqtt-endpoint", "api", "mqtt-integration")
     #: If set on first start, becomes the bootstrap admin token instead of a random one.
     bootstrap_token: str = ""
     log_level: str = "INFO"
@@ -97,6 +142,8 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     http: HttpEndpointSettings = HttpEndpointSettings()
     api: ApiSettings = ApiSettings()
+    mqtt: MqttEndpointSettings = MqttEndpointSettings()
+    mqtt_integration: MqttIntegrationSettings = MqttIntegrationSettings()
 
     def database_url(self) -> str:
         if self.registry.database_url:

@@ -1,9 +1,11 @@
 """The composition root: builds the services named in the settings and runs them in one process.
 
-`Gateway` opens the bus and the registry, builds the device endpoint (8080) and the API (8081), binds
-their sockets itself (so port 0 works and readiness means "bound") and serves them with uvicorn.
-Shutdown runs in a fixed order under a deadline: stop accepting and finish in-flight requests, then
-close the bus (flushing acknowledgements), then the registry.
+`Gateway` opens the bus and the registry, builds the device endpoints (HTTP 8080, MQTT 1883/8883), the
+API (8081) and the MQTT integration (1884/8884), binds their sockets itself (so port 0 works and
+readiness means "bound") and serves HTTP with uvicorn and MQTT with `hawser.mqtt.stream`.
+Shutdown runs in a fixed order under a deadline: stop accepting and finish in-flight requests and
+acknowledgements (MQTT devices are told 0x8B and their disconnection recorded), then close the bus
+(flushing acknowledgements), then the registry.
 """
 
 from __future__ import annotations
@@ -24,14 +26,19 @@ from starlette.types import ASGIApp
 
 from auth.devices import DeviceAuthenticator
 from auth.tokens import AccessTokenAuthenticator, ensure_bootstrap_token
+from command.sessions import DeviceSessions
 from endpoints.http import build_app as build_http_endpoint
 from endpoints.ingest import Ingest
+from endpoints.mqtt import MqttEndpoint
 from hawser import passwords
 from hawser._http_protocol import BoundedHttpToolsProtocol
 from hawser.bus import EventBus, open_bus
-from hawser.config import Settings
+from hawser.config import Settings, TlsSettings
+from hawser.mqtt.stream import Handler, MqttListener, StreamLimits, start_listener
 from hawser.problems import API_STATUS, exception_handlers
 from hawser.telemetry import operational_routes
+from hawser.tls import server_context
+from integration.mqtt import MqttIntegration
 from integration.websocket import routes as websocket_routes
 from registry.api import routes as registry_routes
 from registry.store import RegistryStore
@@ -65,6 +72,11 @@ class Gateway:
         self.bootstrap_token: str | None = None
         self.http_port: int | None = None
         self.api_port: int | None = None
+        self.mqtt_port: int | None = None
+        self.mqtt_tls_port: int | None = None
+        self.mqtt_integration_port: int | None = None
+        self.mqtt_integration_tls_port: int | None = None
+        self._listeners: list[MqttListener] = []
         self._bus: EventBus | None = None
         self._store: RegistryStore | None = None
         self._servers: list[_Server] = []
@@ -109,19 +121,42 @@ class Gateway:
         self._store = store
         self._stack.push_async_callback(store.aclose)
 
-        if "http-endpoint" in settings.services:
+        devices: DeviceAuthenticator | None = None
+        if "http-endpoint" in settings.services or "mqtt-endpoint" in settings.services:
             devices = DeviceAuthenticator(
                 store, cache_size=settings.auth.credential_cache_size, cache_ttl_s=settings.auth.credential_cache_ttl_s,
                 kdf_max_waiting=settings.auth.kdf_max_waiting,
             )
-            ingest = Ingest(bus, instance=settings.instance, max_payload_bytes=settings.http.max_payload_bytes)
             self._stack.push_async_callback(devices.aclose)
+
+        if "http-endpoint" in settings.services:
+            assert devices is not None
+            ingest = Ingest(bus, instance=settings.instance, max_payload_bytes=settings.http.max_payload_bytes)
             app = build_http_endpoint(ingest, devices, settings.http)
             self.http_port = self._serve(app, settings.http.host, settings.http.port, websockets=False)
 
+        if "mqtt-endpoint" in settings.services:
+            assert devices is not None
+            mqtt = settings.mqtt
+            endpoint = MqttEndpoint(
+                Ingest(bus, instance=settings.instance, max_payload_bytes=mqtt.max_payload_bytes),
+                devices, DeviceSessions(), mqtt,
+            )
+            self.mqtt_port, self.mqtt_tls_port = await self._listen(
+                endpoint.handle, endpoint.limits, mqtt.host, mqtt.port, mqtt.tls_port, mqtt.tls, "mqtt-endpoint"
+            )
+
+        users = AccessTokenAuthenticator(store)
+        if "mqtt-integration" in settings.services:
+            mqtt_integration = settings.mqtt_integration
+            integration = MqttIntegration(bus, store, users, mqtt_integration)
+            self.mqtt_integration_port, self.mqtt_integration_tls_port = await self._listen(
+                integration.handle, integration.limits, mqtt_integration.host, mqtt_integration.port,
+                mqtt_integration.tls_port, mqtt_integration.tls, "mqtt-integration",
+            )
+
         if "api" in settings.services:
             self.bootstrap_token = await ensure_bootstrap_token(store, settings.bootstrap_token)
-            users = AccessTokenAuthenticator(store)
             api = Starlette(
                 routes=[
                     *registry_routes(store, users),
@@ -147,6 +182,20 @@ class Gateway:
                         raise RuntimeError("a server failed to start") from t.exception()
                 raise RuntimeError("a server stopped during start-up")
             await asyncio.sleep(0.01)
+
+    async def _listen(
+        self, handler: Handler, limits: StreamLimits, host: str, port: int, tls_port: int, tls: TlsSettings,
+        name: str,
+    ) -> tuple[int, int | None]:
+        """Serve an MQTT service on `port` and, unless `tls_port` is -1, with TLS on `tls_port`."""
+        plain = await start_listener(handler, host, port, limits=limits, name=name)
+        self._listeners.append(plain)
+        if tls_port < 0:
+            return plain.port, None
+        context = server_context(tls, self.settings.data_dir)
+        secure = await start_listener(handler, host, tls_port, limits=limits, ssl=context, name=f"{name}-tls")
+        self._listeners.append(secure)
+        return plain.port, secure.port
 
     def _serve(self, app: ASGIApp, host: str, port: int, *, websockets: bool) -> int:
         sock = _bind(host, port)
@@ -177,6 +226,9 @@ class Gateway:
         """Stop accepting and drain requests, then close the bus, then the registry. Idempotent."""
         for server in self._servers:
             server.should_exit = True
+        listeners, self._listeners = self._listeners, []
+        draining = [asyncio.create_task(listener.aclose(DRAIN_SECONDS), name=f"drain:{listener.name}")
+                    for listener in listeners]
         if self._tasks:
             done, pending = await asyncio.wait(self._tasks, timeout=DRAIN_SECONDS + 5)
             for task in pending:
@@ -189,6 +241,8 @@ class Gateway:
                     log.error("server %s failed", task.get_name(), exc_info=task.exception())
         self._tasks.clear()
         self._servers.clear()
+        if draining:
+            await asyncio.gather(*draining)
         await self._stack.aclose()
 
 
@@ -197,8 +251,16 @@ def _banner(gateway: Gateway) -> str:
     lines = ["", "Hawser is running."]
     if gateway.http_port is not None:
         lines.append(f"  device HTTP endpoint   http://127.0.0.1:{gateway.http_port}/v1/<channel>")
+    if gateway.mqtt_port is not None:
+        tls = f", TLS {gateway.mqtt_tls_port}" if gateway.mqtt_tls_port else ""
+        lines.append(f"  device MQTT endpoint   mqtt://127.0.0.1:{gateway.mqtt_port}{tls}")
     if gateway.api_port is not None:
         lines.append(f"  registry & integration http://127.0.0.1:{gateway.api_port}/api/")
+    if gateway.mqtt_integration_port is not None:
+        tls = f", TLS {gateway.mqtt_integration_tls_port}" if gateway.mqtt_integration_tls_port else ""
+        lines.append(f"  MQTT integration       mqtt://127.0.0.1:{gateway.mqtt_integration_port}{tls}")
+    if gateway.mqtt_tls_port or gateway.mqtt_integration_tls_port:
+        lines.append(f"  TLS certificate        {settings.data_dir / 'tls' / 'cert.pem'} (unless configured)")
     lines.append(f"  event bus              {settings.bus.kind}"
                  + (f" ({settings.bus.kafka_bootstrap})" if settings.bus.kind == "kafka" else
                     f" ({settings.embedded_log_path()})"))
@@ -212,6 +274,7 @@ def _banner(gateway: Gateway) -> str:
             "  hawser app create my-app",
             "  hawser device create my-app my-device --password hey-rodney",
             "  hawser stream my-app",
+            f"  mosquitto_sub -p {gateway.mqtt_integration_port or 1884} -V mqttv5 -u $HAWSER_TOKEN -t app/my-app",
             "  curl -u my-device@my-app:hey-rodney -H 'content-type: application/json' \\",
             f"       -d '{{\"temp\": 42}}' http://127.0.0.1:{gateway.http_port or 8080}/v1/telemetry",
         ]

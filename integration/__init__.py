@@ -1,7 +1,8 @@
-"""App-facing servers: the WebSocket integration now, the MQTT integration later."""
+"""App-facing servers: the WebSocket integration (API port 8081) and the MQTT integration (1884/8884)."""
 
 from __future__ import annotations
 
+from integration.mqtt import MqttIntegration
 from integration.websocket import Memberships, routes
 
-__all__ = ["Memberships", "routes"]
+__all__ = ["Memberships", "MqttIntegration", "routes"]

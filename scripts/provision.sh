@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provisions the real services the test-suite and benchmarks run against, idempotently:
 #   - Apache Kafka's broker jars from Maven Central, cached under $HAWSER_CACHE (default ~/.cache/hawser);
-#   - PostgreSQL's server binaries and kcat from Debian's packages, installed only when missing.
+#   - PostgreSQL's server binaries, Mosquitto (broker and clients: the MQTT tests' clients and the
+#     benchmarks' reference broker) and kcat from Debian's packages, installed only when missing.
 # Quiet when everything is already there; scripts/services.py starts and stops the servers themselves.
 set -euo pipefail
 
@@ -73,6 +74,25 @@ if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
     if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
         say "postgresql installed but no /usr/lib/postgresql/*/bin/initdb found"
         exit 1
+    fi
+fi
+
+# --- Mosquitto: mosquitto_pub/mosquitto_sub for the MQTT tests, the broker as the benchmarks' reference ----
+mqtt_missing=()
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    mqtt_missing+=(mosquitto)
+fi
+if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1; then
+    mqtt_missing+=(mosquitto-clients)
+fi
+if [ "${#mqtt_missing[@]}" -gt 0 ]; then
+    apt_install "${mqtt_missing[@]}"
+    # Only the binaries are wanted: a system broker started by the package would hold port 1883,
+    # the default of Hawser's own MQTT endpoint. Tests and benches start their own on free ports.
+    if [[ " ${mqtt_missing[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null 2>&1 \
+            && systemctl is-active --quiet mosquitto 2>/dev/null; then
+        say "stopping and disabling the mosquitto system service the package started"
+        as_root systemctl disable --now --quiet mosquitto || say "could not stop the mosquitto service"
     fi
 fi
 

@@ -32,6 +32,8 @@ class Served:
     api_url: str
     http_url: str
     token: str
+    mqtt_port: int
+    mqtt_integration_port: int
     process: subprocess.Popen[str]
     log: Path
 
@@ -56,12 +58,19 @@ def _wait_ready(served: Served, deadline_s: float = 60.0) -> None:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("hawser-serve")
     api_port, http_port = free_port(), free_port()
+    mqtt_port, mqtt_integration_port = free_port(), free_port()
     env = clean_env(
         HAWSER_DATA_DIR=str(home / "data"),
         HAWSER_API__HOST="127.0.0.1",
         HAWSER_API__PORT=str(api_port),
         HAWSER_HTTP__HOST="127.0.0.1",
         HAWSER_HTTP__PORT=str(http_port),
+        HAWSER_MQTT__HOST="127.0.0.1",
+        HAWSER_MQTT__PORT=str(mqtt_port),
+        HAWSER_MQTT__TLS_PORT=str(free_port()),
+        HAWSER_MQTT_INTEGRATION__HOST="127.0.0.1",
+        HAWSER_MQTT_INTEGRATION__PORT=str(mqtt_integration_port),
+        HAWSER_MQTT_INTEGRATION__TLS_PORT=str(free_port()),
         HAWSER_BOOTSTRAP_TOKEN=TOKEN,
         HAWSER_AUTH__ARGON2_TIME_COST="1",
         HAWSER_AUTH__ARGON2_MEMORY_KIB="1024",
@@ -71,7 +80,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "hawser.cli", "serve"], env=env, cwd=home,
                                    stdout=out, stderr=subprocess.STDOUT, text=True)
-    result = Served(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{http_port}", TOKEN, process, log)
+    result = Served(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{http_port}", TOKEN, mqtt_port,
+                    mqtt_integration_port, process, log)
     try:
         _wait_ready(result)
         yield result

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from queue import Empty, Queue
 
@@ -162,6 +163,46 @@ def test_stream_prints_what_a_device_publishes(served: Served) -> None:
     events = [json.loads(line) for line in out]
     assert [e["data"] for e in events] == [{"temp": 21}, {"temp": 22}]
     assert {(e["application"], e["device"], e["subject"]) for e in events} == {(app, "thermo", "temperature")}
+
+
+def test_mosquitto_clients_against_hawser_serve(served: Served) -> None:
+    """The README's MQTT walk-through against the real `hawser serve` (uvloop, every service)."""
+    app = name("app")
+    ok(hawser(served, "app", "create", app))
+    ok(hawser(served, "device", "create", app, "thermo", "--password", "s3cret"))
+    with subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(served.mqtt_integration_port), "-V", "mqttv5",
+         "-u", served.token, "-t", f"app/{app}", "-C", "2", "-W", "30", "-F", "%p"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as subscriber:
+        try:
+            received: list[str] = []
+            deadline = time.monotonic() + 30
+            # mosquitto_sub has no readiness signal: publish until it has seen two events and exited.
+            while subscriber.poll() is None and time.monotonic() < deadline:
+                published = subprocess.run(
+                    ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(served.mqtt_port), "-V", "mqttv311", "-q", "1",
+                     "-u", f"thermo@{app}", "-P", "s3cret", "-t", "temperature", "-m", '{"temp": 21}'],
+                    capture_output=True, text=True, timeout=30, check=False,
+                )
+                assert published.returncode == 0, published.stderr
+                time.sleep(0.2)  # pacing only; the loop ends when the subscriber exits
+            out, err = subscriber.communicate(timeout=30)
+            received = out.splitlines()
+        finally:
+            if subscriber.poll() is None:
+                subscriber.kill()
+                subscriber.wait()
+    assert subscriber.returncode == 0, err
+    # Each mosquitto_pub connects, publishes and disconnects: connection events and data interleave.
+    assert '{"temp": 21}' in received
+    refused = subprocess.run(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(served.mqtt_port), "-V", "mqttv5", "-q", "1",
+         "-u", f"thermo@{app}", "-P", "wrong", "-t", "temperature", "-m", "x"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert refused.returncode != 0
+    assert "bad user name or password" in refused.stderr.lower(), refused.stderr
 
 
 def test_ctrl_c_ends_the_stream_quietly(served: Served) -> None:

@@ -11,7 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
-from hawser.config import ApiSettings, AuthSettings, BusSettings, HttpEndpointSettings, Settings
+from hawser.config import (
+    ApiSettings,
+    AuthSettings,
+    BusSettings,
+    HttpEndpointSettings,
+    MqttEndpointSettings,
+    MqttIntegrationSettings,
+    Settings,
+)
 from hawser.server import Gateway
 
 #: Cheap KDF cost for tests: the cost does not change what is tested, only how long it takes.
@@ -24,6 +32,8 @@ def gateway_settings(data_dir: Path, *, bootstrap: str | None = None, **bus: Any
         instance="test-instance",
         http=HttpEndpointSettings(host="127.0.0.1", port=0, max_payload_bytes=64 * 1024),
         api=ApiSettings(host="127.0.0.1", port=0),
+        mqtt=MqttEndpointSettings(host="127.0.0.1", port=0, tls_port=0, max_payload_bytes=64 * 1024),
+        mqtt_integration=MqttIntegrationSettings(host="127.0.0.1", port=0, tls_port=0),
         auth=TEST_AUTH,
         bus=BusSettings(kind="kafka", kafka_bootstrap=bootstrap, **bus) if bootstrap else BusSettings(**bus),
     )
