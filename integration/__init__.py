@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from integration._access import Memberships
 from integration.mqtt import MqttIntegration
-from integration.websocket import Memberships, routes
+from integration.websocket import routes
 
 __all__ = ["Memberships", "MqttIntegration", "routes"]

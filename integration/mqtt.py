@@ -18,7 +18,7 @@ import anyio
 from anyio.abc import TaskGroup
 from prometheus_client import Counter, Gauge
 
-from hawser.access import Principal, Role, UserAuthenticator
+from hawser.access import Principal, UserAuthenticator
 from hawser.bus import EventBus, Subscription
 from hawser.config import MqttIntegrationSettings
 from hawser.errors import (
@@ -47,12 +47,12 @@ from hawser.mqtt.packets import (
     Unsubscribe,
 )
 from hawser.mqtt.stream import MqttStream, StreamLimits
+from integration._access import Memberships, authorize_reader
 from integration._buffer import DeliveryBuffer
 from integration._mqtt_credentials import credential_of
 from integration._mqtt_events import ContentMode, content_mode
 from integration._mqtt_flow import Flow, FlowSpec, Window
 from integration._mqtt_topics import match_app_filter, match_command_topic
-from integration.websocket import Memberships
 from registry.values import ApplicationInfo
 
 log = logging.getLogger(__name__)
@@ -150,17 +150,9 @@ class MqttIntegration:
 
     async def authorize(self, principal: Principal, app: str) -> ApplicationInfo:
         """At least the reader role on `app`, within the token's scopes (as the WebSocket integration)."""
-        refusal = Forbidden(f"no access to the events of application {app!r}")
-        if not principal.may_touch(app):
-            raise refusal
-        if not principal.superuser:
-            role = await self._store.member_role(app, principal.user)
-            if role is None or role < Role.READER:
-                raise refusal
-        application = await self._store.get_application_info(app)
-        if application is None:
-            raise refusal
-        return application
+        """At least the reader role on `app`, within the token's scopes (as the WebSocket integration).
+        Unknown and forbidden applications get the same SUBACK code (`REASONS`)."""
+        return await authorize_reader(self._store, principal, app)
 
     async def subscribe(self, app: str, group: str | None) -> Subscription:
         return await self._bus.subscribe([events_topic(app)], group=group)

@@ -21,24 +21,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Protocol
 
 import anyio
 from prometheus_client import Counter, Gauge
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
-from hawser.access import Principal, Role, UserAuthenticator
+from hawser.access import Principal, UserAuthenticator
 from hawser.bus import Delivery, EventBus, Subscription
 from hawser.errors import (
     BadCredentials,
-    Forbidden,
     HawserError,
-    NotFound,
     UnknownTopic,
 )
 from hawser.events import events_topic
 from hawser.problems import API_STATUS, problem_for
+from integration._access import Memberships, authorize_reader
 from integration._buffer import DeliveryBuffer
 from integration._credentials import consumer_group, credential_from
 from registry.values import ApplicationInfo
@@ -63,14 +61,6 @@ OPEN_SOCKETS = Gauge("hawser_websocket_sockets", "Open WebSocket integration soc
 FRAMES_SENT = Counter("hawser_websocket_events_sent", "Events sent to WebSocket integration clients")
 DROPPED_MOVED = Counter("hawser_websocket_events_dropped_moved",
                         "Read-ahead events not sent because their partition moved to another member")
-
-
-class Memberships(Protocol):
-    """What this endpoint asks the registry (`registry.store.RegistryStore` implements it)."""
-
-    async def member_role(self, application: str, user: str) -> Role | None: ...
-
-    async def get_application_info(self, application: str) -> ApplicationInfo | None: ...
 
 
 def routes(
@@ -130,16 +120,7 @@ class _EventStream:
         principal = await self._users.authenticate_bearer(credential.token)
         if credential.user is not None and credential.user != principal.user:
             raise BadCredentials("the access token does not belong to that user")
-        refusal = Forbidden(f"no access to the events of application {app!r}")
-        if not principal.may_touch(app):
-            raise refusal
-        if not principal.superuser:
-            role = await self._store.member_role(app, principal.user)
-            if role is None or role < Role.READER:
-                raise refusal
-        application = await self._store.get_application_info(app)
-        if application is None:
-            raise NotFound(f"application {app!r} not found") if principal.superuser else refusal
+        application = await authorize_reader(self._store, principal, app)
         return principal, application
 
 
