@@ -52,6 +52,9 @@ CONNECTION_EVENT_FAILURES = Counter("hawser_mqtt_endpoint_connection_event_failu
 
 #: Commands waiting to be written to one connection; more are dropped (best effort, as Drogue).
 OUTBOX = 16
+#: Command inbox filters one connection may hold (a gateway names each device behind it): more are
+#: refused with 0x97, so that a client cannot grow the registry, or the cost of each command, at will.
+MAX_INBOXES = 256
 
 _Result = tuple[Reason, str | None]
 
@@ -136,6 +139,7 @@ class DeviceSession:
         """Serve the connection until it ends, then send the disconnected event."""
         stream = self._stream
         self._live = True
+        cancelled = False
         try:
             self._start(None, self._connection_event(True))
             while True:
@@ -146,6 +150,10 @@ class DeviceSession:
                 if packet is None:
                     break
                 if isinstance(packet, Publish):
+                    if packet.dup and self._in_flight(packet.packet_id):
+                        # A 3.1.1 retransmission of a publish still in flight: the original's PUBACK
+                        # answers it. A second PUBACK could acknowledge a later publish reusing the id.
+                        continue
                     self._start(packet.packet_id, self._ingest_one(packet))
                 elif isinstance(packet, Subscribe):
                     stream.send(self._subscribe(packet))
@@ -158,19 +166,29 @@ class DeviceSession:
                 await stream.drain()
             await self._settled()
         except asyncio.CancelledError:
+            cancelled = True
             await self._cancel_all()
+            raise
+        except Exception:
+            # A bug (the listener logs it): the publishes read so far still end, and the
+            # disconnected event below still goes out; nothing of this connection outlives it.
+            await self._settled()
             raise
         finally:
             self._live = False
             if self._writer is not None:
                 self._writer.cancel()
                 await asyncio.gather(self._writer, return_exceptions=True)
-        await self._connection_event(False)
+            if not cancelled:
+                await self._connection_event(False)
 
     def _start(self, packet_id: int | None, work: Awaitable[_Result]) -> None:
         task: asyncio.Task[_Result] = asyncio.ensure_future(work)
         self._fifo.append((packet_id, task))
         task.add_done_callback(self._on_done)
+
+    def _in_flight(self, packet_id: int | None) -> bool:
+        return packet_id is not None and any(pending == packet_id for pending, _ in self._fifo)
 
     async def _window_room(self) -> None:
         """Wait while the window is full (the client waits for PUBACKs) until its head completes."""
@@ -264,6 +282,8 @@ class DeviceSession:
         if inbox is None:
             log.debug("subscription of %s to %r refused", self._stream.peer, topic_filter)
             return Reason.NOT_AUTHORIZED
+        if topic_filter not in self._inboxes and len(self._inboxes) >= MAX_INBOXES:
+            return Reason.QUOTA_EXCEEDED
         if not self._sessions.subscribe(self, inbox):
             return Reason.UNSPECIFIED_ERROR  # taken over meanwhile: this connection is closing
         self._inboxes[topic_filter] = inbox

@@ -80,6 +80,10 @@ class MqttEndpoint:
             log.exception("authenticating an MQTT device from %s failed", stream.peer)
             self._refuse(stream, Reason.UNSPECIFIED_ERROR, None)
             return
+        if stream.ended_by is not None:
+            # Gone (or past the connect timeout) while its credentials were checked: a connection
+            # that will never hear its CONNACK takes nothing over and sends no connection events.
+            return
         session = DeviceSession(
             stream, connect, outcome, credentials, ingest=self.ingest, authenticator=self.authenticator,
             sessions=self.sessions, window=self.limits.receive_maximum,
@@ -88,8 +92,8 @@ class MqttEndpoint:
             old = self.sessions.register(session)
             if old is not None:
                 await self._wait_ended(old)
-            if session.taken_over:  # a third connection with the same id won meanwhile
-                return
+            if session.taken_over or stream.ended_by is not None:  # a third connection with the same
+                return  # id won meanwhile, or this one is gone (or timed out) while the old one ended
             stream.accept(connack_properties(connect))
             _ACCEPTED.inc()
             CONNECTIONS.inc()

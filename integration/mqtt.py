@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 
 #: Bus subscriptions one connection may hold (each is a consumer on the bus).
 MAX_SUBSCRIPTIONS = 16
+#: Bus subscriptions one connection may have open, those unsubscribed and still leaving the bus
+#: (a last commit, leaving the group: seconds each) included, so that a SUBSCRIBE/UNSUBSCRIBE loop
+#: cannot pile up consumers.
+MAX_OPEN_SUBSCRIPTIONS = 2 * MAX_SUBSCRIPTIONS
 #: QoS 1 commands in flight from one application (MQTT 5 Receive Maximum of the integration).
 RECEIVE_MAXIMUM = 16
 COMMANDS_NOT_YET = "commands are not available yet"
@@ -111,6 +115,12 @@ class MqttIntegration:
         connect = await stream.read_connect()
         if connect is None:
             return
+        if connect.properties.authentication_method is not None:
+            # MQTT 5 enhanced authentication is not offered (as the device endpoint): say so, rather
+            # than accept a client that expects an AUTH exchange nobody will answer.
+            CONNECTS_REFUSED.labels("bad_authentication_method").inc()
+            stream.refuse(Reason.BAD_AUTHENTICATION_METHOD)
+            return
         try:
             principal = await self._authenticate(connect)
         except HawserError as error:
@@ -124,6 +134,8 @@ class MqttIntegration:
             CONNECTS_REFUSED.labels("error").inc()
             stream.refuse(Reason.UNSPECIFIED_ERROR)
             return
+        if stream.ended_by is not None:
+            return  # gone, or past the connect timeout, while its token was checked
         # No sessions are kept: MQTT 5 is told its session ends with the connection.
         stream.accept(Properties(session_expiry_interval=0, shared_subscription_available=1,
                                  wildcard_subscription_available=0, subscription_identifier_available=1))
@@ -167,6 +179,7 @@ class _Session:
         self._principal = principal
         self._version = stream.connection.version
         self._flows: dict[str, Flow] = {}
+        self._open: set[Flow] = set()  # flows not yet ended: `_flows` and those unsubscribed, still closing
         self._owners: dict[int, Flow] = {}  # QoS 1 packet id -> the flow that sent it
         # MQTT 5's Receive Maximum bounds what the client has un-acknowledged over the connection.
         self._shared = Window(stream.connection.peer_receive_maximum or 0xFFFF)
@@ -174,21 +187,29 @@ class _Session:
         self._tasks: TaskGroup | None = None
 
     async def run(self) -> None:
-        async with anyio.create_task_group() as tasks:
-            self._tasks = tasks
-            try:
-                with self._reading:
-                    await self._read()
-            finally:
-                for flow in self._flows.values():
-                    flow.stop()
+        try:
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                try:
+                    with self._reading:
+                        await self._read()
+                finally:
+                    for flow in self._flows.values():
+                        flow.stop()
+        finally:
+            for flow in list(self._open):  # a flow whose task was cancelled before it ever ran
+                await flow.discard()
+
+    async def _run_flow(self, flow: Flow) -> None:
+        try:
+            await flow.run()
+        finally:
+            self._open.discard(flow)
 
     def _end(self, reason: Reason, reason_string: str) -> None:
         """Disconnect (a flow found the application deleted, or the bus failed)."""
-        # The reason string stays in the log: `MqttStream.close` cannot send it yet (its
-        # `connection.send(Disconnect)` is refused by the state machine), the reason code says enough.
         log.info("MQTT integration: disconnecting %s: %s (%s)", self._stream.peer, reason_string, reason.name)
-        self._stream.close(reason)
+        self._stream.close(reason, reason_string)
         self._reading.cancel()
 
     async def _read(self) -> None:
@@ -228,6 +249,7 @@ class _Session:
                 with anyio.CancelScope(shield=True):
                     for flow in started:
                         await flow.discard()
+                        self._open.discard(flow)
                 raise
         for request, reason in zip(packet.subscriptions, reasons, strict=True):
             if reason.is_error:
@@ -238,14 +260,14 @@ class _Session:
         self._stream.send(SubAck(packet.packet_id, tuple(reasons), properties))
         assert self._tasks is not None
         for flow in started:  # after the SUBACK, so that no event precedes it
-            self._tasks.start_soon(flow.run, name="mqtt-integration-flow")
+            self._tasks.start_soon(self._run_flow, flow, name="mqtt-integration-flow")
 
     async def _subscribe_one(self, request: SubscriptionRequest, mode: ContentMode, ids: tuple[int, ...],
                              started: list[Flow]) -> Reason:
         existing = self._flows.get(request.topic_filter)
         if existing is not None:  # a repeated filter keeps its subscription (and its QoS)
             return Reason(existing.spec.qos)
-        if len(self._flows) >= MAX_SUBSCRIPTIONS:
+        if len(self._flows) >= MAX_SUBSCRIPTIONS or len(self._open) >= MAX_OPEN_SUBSCRIPTIONS:
             return Reason.QUOTA_EXCEEDED
         app = match_app_filter(request.topic_filter)
         if isinstance(app, Reason):
@@ -264,6 +286,7 @@ class _Session:
                     buffer=DeliveryBuffer(settings.inflight, settings.write_buffer_bytes), owners=self._owners,
                     on_failure=self._end)
         self._flows[request.topic_filter] = flow
+        self._open.add(flow)
         started.append(flow)
         log.info("MQTT integration: %s subscribed to %s (group %s, QoS %d)", self._principal.user,
                  app.application, app.bus_group(), qos)

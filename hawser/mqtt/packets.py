@@ -115,7 +115,7 @@ class Properties:
     assigned_client_identifier: str | None = None  # 0x12
     server_keep_alive: int | None = None  # 0x13, two-byte integer
     authentication_method: str | None = None  # 0x15
-    authentication_data: bytes | None = None  # 0x16
+    authentication_data: bytes | None = field(default=None, repr=False)  # 0x16; a credential: not in `repr`
     request_problem_information: int | None = None  # 0x17, byte
     will_delay_interval: int | None = None  # 0x18
     request_response_information: int | None = None  # 0x19, byte
@@ -165,7 +165,8 @@ class Connect:
     protocol_version: ProtocolVersion = ProtocolVersion.V5
     keep_alive: int = 60
     clean_start: bool = True  # "clean session" in 3.1.1
-    username: str | None = None
+    #: Never shown in `repr` either: the MQTT integration takes a bearer token as the user name.
+    username: str | None = field(default=None, repr=False)
     #: Binary in MQTT; never shown in `repr`.
     password: bytes | None = field(default=None, repr=False)
     will: Will | None = None

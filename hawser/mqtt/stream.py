@@ -18,7 +18,9 @@ handler acts cannot grow memory. Writes from one loop iteration are coalesced in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import ssl as ssl_module
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -130,6 +132,12 @@ class MqttStream(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.peer = f"{peer[0]}:{peer[1]}"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # A client with keep alive 0 (or a half-open connection) would otherwise hold its slot
+            # forever: let TCP notice a peer that is gone (after the kernel's keepalive time).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self.ssl_object = transport.get_extra_info("ssl_object")
         self._last_read = self._loop.time()
         self._timer = self._loop.call_later(self._limits.connect_timeout_s, self._connect_expired)
@@ -194,7 +202,10 @@ class MqttStream(asyncio.Protocol):
             if packet is None:
                 return None
             if isinstance(packet, PingReq):
-                continue  # answered by the state machine (its PINGRESP is written in `_next`)
+                # Answered by the state machine (its PINGRESP is written in `_next`); a peer that
+                # pings and does not read must stop being read like any other, not fill our buffer.
+                await self.drain()
+                continue
             if isinstance(packet, Disconnect):
                 self._saw_disconnect = True
                 self.ended_by = "disconnect"
@@ -290,11 +301,13 @@ class MqttStream(asyncio.Protocol):
         if self._out_bytes > self._limits.write_buffer_bytes:
             self._flush()  # else the flush already scheduled writes it, together with what follows
         while self._write_paused and not self._lost:
-            self._drain_waiter = self._loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
+            # One future that every waiting coroutine shares (a read loop, flows, a command writer):
+            # `resume_writing` and `connection_lost` wake them all. Shielded: one waiter cancelled
+            # must not cancel the others' wait.
+            waiter = self._drain_waiter
+            if waiter is None or waiter.done():
+                waiter = self._drain_waiter = self._loop.create_future()
+            await asyncio.shield(waiter)
 
     # --- ending --------------------------------------------------------------------------------------
 
@@ -369,11 +382,17 @@ class MqttListener:
         self._server: asyncio.Server | None = None
         self._streams: set[MqttStream] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def _factory(self) -> MqttStream:
         return MqttStream(self, self._limits)
 
     def _started(self, stream: MqttStream) -> None:
+        if self._closing:
+            # Accepted before `aclose` and through its TLS handshake only now: nobody would await
+            # a handler started after the drain, so the socket is closed instead.
+            stream.close(Reason.SERVER_SHUTTING_DOWN)
+            return
         self._streams.add(stream)
         task = asyncio.get_running_loop().create_task(self._run(stream))
         self._tasks.add(task)
@@ -400,6 +419,7 @@ class MqttListener:
     async def aclose(self, drain_s: float = 10.0) -> None:
         """Stop accepting; let every handler finish what it has in flight (up to `drain_s`), then
         cancel the rest. Connections end with DISCONNECT 0x8B (MQTT 5). Idempotent."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for stream in list(self._streams):

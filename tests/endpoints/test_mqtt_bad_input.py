@@ -293,3 +293,44 @@ async def test_a_broken_socket_ends_the_session_with_an_event(world: World) -> N
     disconnected = await reader.one()
     assert (disconnected.type, disconnected.data) == ("io.drogue.connection.v1", b'{"connected":false}')
     assert disconnected.attributes["device"] == "d"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_pings_from_a_client_that_stops_reading_cannot_grow_server_memory(
+    tmp_path: Path, version: ProtocolVersion
+) -> None:
+    """Every PINGREQ is answered by the state machine itself: a client that sends nothing else and
+    reads nothing must meet the same write bound as one whose PUBACKs back up."""
+    bus = EmbeddedBus(tmp_path / "events.db", partitions=1)
+    await bus.start()
+    try:
+        async with running_endpoint(bus, write_buffer_bytes=1024, read_buffer_bytes=8192) as world:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", world.port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+            client = RawClient(reader, writer, version)
+            try:
+                client.send(connect_packet(world, version))
+                assert isinstance(await client.receive(), ConnAck)
+                stream = next(s for s in world.listener._streams if s.connection.client_id == "raw")
+                transport = stream._transport
+                assert transport is not None
+                transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                chunk = b"\xc0\x00" * 32768
+                stalled = False
+                deadline = time.monotonic() + 30
+                while not stalled and time.monotonic() < deadline:
+                    writer.write(chunk)
+                    try:
+                        await asyncio.wait_for(writer.drain(), 1.0)
+                    except TimeoutError:
+                        stalled = True
+                    assert transport.get_write_buffer_size() <= world.endpoint.limits.write_buffer_bytes + 64 * 1024
+                assert stalled, "the server kept answering PINGREQs of a client that reads nothing"
+                await publish_ok(world.port, world)
+            finally:
+                writer.transport.abort()
+    finally:
+        await bus.aclose()

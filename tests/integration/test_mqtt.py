@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from amqtt.client import MQTTClient
@@ -15,8 +16,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
 
 from hawser.access import Role
-from hawser.mqtt.packets import ConnAck, Reason
+from hawser.bus import EventBus, Subscription
+from hawser.mqtt.packets import ConnAck, Properties, Reason, SubAck, Unsubscribe
+from integration import _mqtt_flow
 from integration._mqtt_events import STRUCTURED_CONTENT_TYPE
+from integration.mqtt import MAX_OPEN_SUBSCRIPTIONS
 from tests.helpers import eventually, unique_name
 from tests.integration.test_mqtt_support import (
     AppClient,
@@ -193,6 +197,19 @@ async def test_bad_credentials_are_refused(mqtt: Integration, version: int, case
     assert code == Reason.BAD_USER_NAME_OR_PASSWORD
 
 
+async def test_mqtt5_enhanced_authentication_is_refused(mqtt: Integration) -> None:
+    """0x8C, as the device endpoint: a client expecting an AUTH exchange must not be left waiting."""
+    client = await RawClient.connect(mqtt.port, mqtt.tokens["alice"],
+                                     properties=Properties(authentication_method="SCRAM-SHA-256"))
+    try:
+        connack = await client.packet()
+        assert isinstance(connack, ConnAck)
+        assert connack.reason is Reason.BAD_AUTHENTICATION_METHOD
+        assert await client.packet() is None
+    finally:
+        await client.close()
+
+
 async def test_mqtt311_persistent_sessions_are_refused_as_drogue(mqtt: Integration) -> None:
     code, _ = await connack(mqtt.port, V311, mqtt.tokens["alice"], clean=False)
     assert code == Reason.SERVER_UNAVAILABLE, "return code 3, as Drogue's"
@@ -280,3 +297,67 @@ async def test_closing_clients_release_their_subscriptions(mqtt: Integration) ->
         await eventually(lambda: open_subscriptions() == 2, message="the unsubscribed one to close")
     await eventually(lambda: open_subscriptions() == 0 and open_connections() == 0,
                      message="every subscription and connection to be released")
+
+
+class LingeringBus:
+    """A real bus whose subscriptions take until `gate` is set to close (timing only)."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.gate = asyncio.Event()
+
+    async def subscribe(self, topics: Sequence[str], group: str | None = None) -> Subscription:
+        return cast(Subscription, _Lingering(await self.bus.subscribe(topics, group), self.gate))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.bus, name)
+
+
+class _Lingering:
+    def __init__(self, inner: Subscription, gate: asyncio.Event) -> None:
+        self.inner, self.gate = inner, gate
+
+    def __aiter__(self) -> Any:
+        return self.inner.__aiter__()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def aclose(self) -> None:
+        await self.gate.wait()
+        await self.inner.aclose()
+
+
+async def test_subscribe_unsubscribe_loops_cannot_pile_up_bus_subscriptions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unsubscribed filter's bus subscription takes a while to close (its last commit, leaving
+    the group); a client that subscribes and unsubscribes in a loop is refused (0x97) once too many
+    are still closing, instead of opening consumers without end, and served again once they closed."""
+    monkeypatch.setattr(_mqtt_flow, "FINAL_COMMIT_S", 60.0)  # they linger as long as the test wants
+    async with running_bus("embedded", tmp_path) as real:
+        bus = LingeringBus(real)
+        async with serve_integration(tmp_path, cast(EventBus, bus)) as mqtt:
+            client = await RawClient.connect(mqtt.port, mqtt.tokens["alice"])
+            try:
+                assert isinstance(await client.packet(), ConnAck)
+                topic_filter = f"app/{mqtt.a}"
+                codes = []
+                for n in range(MAX_OPEN_SUBSCRIPTIONS + 4):
+                    client.subscribe(topic_filter, 1, packet_id=2 * n + 1)
+                    suback = await client.packet()
+                    assert isinstance(suback, SubAck)
+                    codes.append(suback.reasons[0])
+                    client.send(Unsubscribe(2 * n + 2, (topic_filter,)))
+                    await client.packet()
+                assert codes[:MAX_OPEN_SUBSCRIPTIONS] == [Reason.GRANTED_QOS_1] * MAX_OPEN_SUBSCRIPTIONS
+                assert set(codes[MAX_OPEN_SUBSCRIPTIONS:]) == {Reason.QUOTA_EXCEEDED}
+                assert open_subscriptions() == MAX_OPEN_SUBSCRIPTIONS
+                bus.gate.set()
+                await eventually(lambda: open_subscriptions() == 0)
+                client.subscribe(topic_filter, 1, packet_id=1000)
+                assert await client.packet() == SubAck(1000, (Reason.GRANTED_QOS_1,))
+            finally:
+                bus.gate.set()
+                await client.close()
+    await eventually(lambda: open_subscriptions() == 0)

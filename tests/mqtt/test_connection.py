@@ -479,3 +479,12 @@ def test_311_cannot_refuse_a_publish_with_a_puback() -> None:
         client.server.send(PubAck(5, Reason.NOT_AUTHORIZED))
     assert client.server.inflight == 1
     assert client.receive(client.server.send(PubAck(5))) == [PubAck(5)]
+
+
+def test_credentials_never_appear_in_a_connect_repr() -> None:
+    """The MQTT integration takes a bearer token as the user name: a CONNECT in a log line or a
+    failing assertion must show neither it nor the password."""
+    connect = Connect("c", V5, username="token-s3cret", password=b"pass-s3cret",
+                      properties=Properties(authentication_method="JWT", authentication_data=b"auth-s3cret"))
+    assert "s3cret" not in repr(connect)
+    assert "s3cret" not in str(connect)
