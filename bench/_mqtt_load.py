@@ -15,6 +15,7 @@ import queue as queue_module
 import resource
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
@@ -77,7 +78,7 @@ class _Publisher(asyncio.Protocol):
         self.transport.write(b"".join(self.packets[1:]))
 
     def data_received(self, data: bytes) -> None:
-        if self.connected.done() and not self.frames_pending() and len(data) % 4 == 0:
+        if self.connected.done() and not self.frames.pending and len(data) % 4 == 0:
             # The common case: nothing but 4-byte 3.1.1 PUBACKs; unpack them all at C speed.
             words = struct.unpack(f">{len(data) // 2}H", data)
             if words[0::2].count(0x4002) * 2 == len(words):
@@ -94,26 +95,25 @@ class _Publisher(asyncio.Protocol):
         if ids:
             self._acked(ids)
 
-    def frames_pending(self) -> bool:
-        return bool(self.frames._buffer)
-
-    def _acked(self, ids: Any) -> None:
+    def _acked(self, acked: Sequence[int]) -> None:
         outstanding = self.outstanding
-        for pid in ids:
-            if not outstanding[pid]:
-                raise RuntimeError(f"PUBACK for packet id {pid}, which is not in flight")
-            outstanding[pid] = 0
+        ids = []
+        for pid in acked:
+            if 0 < pid <= self.window and outstanding[pid]:
+                outstanding[pid] = 0
+                ids.append(pid)
+            else:  # a PUBACK for nothing in flight: a server bug, reported as a refusal
+                self.refused += 1
         self.acked += len(ids)
         if not self.sending:
             if self.acked == self.sent and not self.drained.done():
                 self.drained.set_result(None)
             return
-        if self.sending:
-            for pid in ids:
-                outstanding[pid] = 1
-            self.sent += len(ids)
-            assert self.transport is not None
-            self.transport.write(b"".join([self.packets[pid] for pid in ids]))
+        for pid in ids:
+            outstanding[pid] = 1
+        self.sent += len(ids)
+        assert self.transport is not None
+        self.transport.write(b"".join([self.packets[pid] for pid in ids]))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.connected.done():

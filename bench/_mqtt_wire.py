@@ -75,6 +75,11 @@ class Frames:
     def __init__(self) -> None:
         self._buffer = b""
 
+    @property
+    def pending(self) -> bool:
+        """True while part of a frame waits for more bytes."""
+        return bool(self._buffer)
+
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         buffer = self._buffer + data if self._buffer else data
         frames: list[tuple[int, bytes]] = []
