@@ -56,7 +56,8 @@ def build(bootstrap: str, topic: str) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5,
+                                max_batch_size=256 * 1024)  # as Hawser's producer
         await producer.start()
         producers.append(producer)
         try:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Coroutine
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -23,6 +24,7 @@ from command.sessions import Command, DeviceSessions, InboxFilter
 from endpoints._mqtt_replies import puback_reason
 from endpoints._mqtt_topics import match_inbox_filter, publish_uplink
 from endpoints.ingest import Ingest
+from endpoints.uplink import Uplink
 from hawser.errors import HawserError
 from hawser.mqtt.errors import ProtocolError
 from hawser.mqtt.packets import (
@@ -50,6 +52,8 @@ _ACCEPTED = {qos: PUBLISHES.labels(str(qos), "success") for qos in (0, 1)}
 CONNECTION_EVENT_FAILURES = Counter("hawser_mqtt_endpoint_connection_event_failures",
                                     "Connection events the bus did not take.")
 
+#: Topics whose parsed uplink one connection remembers.
+UPLINKS = 32
 #: Commands waiting to be written to one connection; more are dropped (best effort, as Drogue).
 OUTBOX = 16
 #: Command inbox filters one connection may hold (a gateway names each device behind it): more are
@@ -63,7 +67,7 @@ class DeviceSession:
     # Slots: one of these lives per connected device, and tens of thousands may be connected.
     __slots__ = (
         "_authenticator", "_credentials", "_fifo", "_inboxes", "_ingest", "_live", "_outbox", "_outcome", "_room",
-        "_sessions", "_stream", "_version", "_window", "_writer", "client_id", "ended", "taken_over",
+        "_sessions", "_stream", "_uplinks", "_version", "_window", "_writer", "client_id", "ended", "taken_over",
     )
 
     def __init__(
@@ -91,6 +95,7 @@ class DeviceSession:
         self._inboxes: dict[str, InboxFilter] = {}
         self._outbox: deque[Publish] | None = None  # made by the first command
         self._writer: asyncio.Task[None] | None = None
+        self._uplinks: dict[tuple[str, str | None], Uplink] | None = None  # made by the first publish
         self.client_id = connect.client_id or None  # an empty id is never taken over
         #: Set once the session is over, its disconnected event sent (or given up).
         self.ended = asyncio.Event()
@@ -182,8 +187,8 @@ class DeviceSession:
             if not cancelled:
                 await self._connection_event(False)
 
-    def _start(self, packet_id: int | None, work: Awaitable[_Result]) -> None:
-        task: asyncio.Task[_Result] = asyncio.ensure_future(work)
+    def _start(self, packet_id: int | None, work: Coroutine[Any, Any, _Result]) -> None:
+        task: asyncio.Task[_Result] = asyncio.get_running_loop().create_task(work)
         self._fifo.append((packet_id, task))
         task.add_done_callback(self._on_done)
 
@@ -201,7 +206,7 @@ class DeviceSession:
 
     async def _ingest_one(self, packet: Publish) -> _Result:
         try:
-            uplink, extensions = publish_uplink(packet)
+            uplink, extensions = self._uplink(packet)
             outcome = self._outcome
             if uplink.as_device is not None and uplink.as_device != outcome.device.name:
                 # A gateway: its own credentials, re-checked (cached) with the device it publishes for.
@@ -218,6 +223,24 @@ class DeviceSession:
             return Reason.UNSPECIFIED_ERROR, None
         _ACCEPTED[packet.qos].inc()
         return Reason.SUCCESS, None
+
+    def _uplink(self, packet: Publish) -> tuple[Uplink, dict[str, str]]:
+        """`publish_uplink`, remembered per topic and content type (devices publish to the same few
+        topics again and again) unless user properties make the message one of a kind."""
+        properties = packet.properties
+        if properties.user_properties:
+            return publish_uplink(packet)
+        key = (packet.topic, properties.content_type)
+        uplinks = self._uplinks
+        if uplinks is None:
+            uplinks = self._uplinks = {}
+        uplink = uplinks.get(key)
+        if uplink is None:
+            uplink = publish_uplink(packet)[0]  # raises for a bad topic: never remembered
+            if len(uplinks) >= UPLINKS:
+                uplinks.clear()
+            uplinks[key] = uplink
+        return uplink, {}
 
     def _on_done(self, _: asyncio.Task[_Result]) -> None:
         """Acknowledge, in order, every finished publish at the head of the FIFO."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -53,8 +53,19 @@ def new_event_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """The time now as `2026-11-23T16:51:21.194636Z`. The date and time of day are formatted once per
+    second: this runs for every message."""
+    now = time.time()
+    second = int(now)
+    cached = _second
+    if cached[0] != second:
+        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        cached[0] = second
+    return f"{cached[1]}.{int((now - second) * 1_000_000):06d}Z"
 
 
 def is_json_content_type(content_type: str | None) -> bool:
@@ -82,6 +93,8 @@ class CloudEvent:
 
     attributes: Mapping[str, str]
     data: bytes = b""
+    #: The template the event was made from, if any: its Kafka headers are encoded once, there.
+    template: EventTemplate | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for required in ("specversion", "id", "source", "type"):
@@ -105,12 +118,33 @@ class CloudEvent:
     def kafka_headers(self) -> list[tuple[str, bytes]]:
         """Headers for binary mode: `ce_<attr>` for every attribute but the content type, which
         travels as the plain `content-type` header (CloudEvents Kafka binding, section 3.2)."""
+        template = self.template
+        if template is not None:
+            return self._template_headers(template)
         headers: list[tuple[str, bytes]] = []
         for name, value in self.attributes.items():
             if name == "datacontenttype":
                 headers.append(("content-type", value.encode()))
             else:
                 headers.append((_HEADER_PREFIX + name, value.encode()))
+        return headers
+
+    def _template_headers(self, template: EventTemplate) -> list[tuple[str, bytes]]:
+        """What `EventTemplate.event` sets per event, encoded now; the rest comes from the template."""
+        attributes = self.attributes
+        headers = [
+            ("ce_id", attributes["id"].encode()),
+            ("ce_type", attributes["type"].encode()),
+            ("ce_subject", attributes["subject"].encode()),
+            ("ce_time", attributes["time"].encode()),
+        ]
+        content_type = attributes.get("datacontenttype")
+        if content_type:
+            headers.append(("content-type", content_type.encode()))
+        data_schema = attributes.get("dataschema")
+        if data_schema:
+            headers.append(("ce_dataschema", data_schema.encode()))
+        headers.extend(template.kafka_headers)
         return headers
 
     @classmethod
@@ -171,6 +205,13 @@ class EventTemplate:
 
     source: str
     extensions: Mapping[str, str]
+    #: `ce_specversion`, `ce_source` and every extension as Kafka headers, encoded once.
+    kafka_headers: tuple[tuple[str, bytes], ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        static = {"specversion": SPECVERSION, "source": self.source, **self.extensions}
+        headers = tuple((_HEADER_PREFIX + name, value.encode()) for name, value in static.items())
+        object.__setattr__(self, "kafka_headers", headers)
 
     def event(
         self,
@@ -194,7 +235,7 @@ class EventTemplate:
         if data_schema:
             attributes["dataschema"] = data_schema
         attributes.update(self.extensions)
-        return CloudEvent(attributes, data)
+        return CloudEvent(attributes, data, self)
 
 
 def event_template(origin: EventOrigin, instance: str) -> EventTemplate:

@@ -16,7 +16,8 @@ def open_bus(settings: Settings) -> EventBus:
 
         return KafkaBus(bus.kafka_bootstrap, partitions=bus.partitions,
                         replication_factor=bus.replication_factor, linger_ms=bus.linger_ms,
-                        send_timeout_s=bus.send_timeout_s, client_id=f"hawser-{settings.instance}")
+                        send_timeout_s=bus.send_timeout_s, client_id=f"hawser-{settings.instance}",
+                        max_batch_bytes=bus.kafka_max_batch_bytes)
     return EmbeddedBus(settings.embedded_log_path(), partitions=bus.partitions,
                        send_timeout_s=bus.send_timeout_s)
 

@@ -110,6 +110,20 @@ def _as_sdk(item: CloudEvent) -> SdkEvent:
     return SdkEvent(attributes=attributes, data=item.data)
 
 
+@pytest.mark.parametrize("content_type", [None, "application/json"])
+@pytest.mark.parametrize("data_schema", [None, "urn:schema:1"])
+def test_headers_encoded_once_per_template_equal_the_generic_mapping(
+    content_type: str | None, data_schema: str | None
+) -> None:
+    origin = EventOrigin("my-app", "a-uid", "dev 1/ü", "d-uid", "gw", "g-uid", extra={"unit": "°C"})
+    item = new_event(origin, channel="temp", data=b"1", instance="i-1", content_type=content_type,
+                     data_schema=data_schema, event_type="io.drogue.connection.v1")
+    assert item.template is not None
+    generic = CloudEvent(item.attributes, item.data)  # no template: every attribute encoded here
+    assert sorted(item.kafka_headers()) == sorted(generic.kafka_headers())
+    assert len(item.kafka_headers()) == len(item.attributes)
+
+
 def test_our_headers_are_what_the_sdk_kafka_binding_writes() -> None:
     ours = _sample()
     message = to_binary(_as_sdk(ours), JSONFormat())
