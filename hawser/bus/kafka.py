@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -29,6 +28,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from hawser._resources import Startable
+from hawser.bus._kafka_batches import Batcher
 from hawser.bus._kafka_consumer import UNAVAILABLE, KafkaSubscription, open_subscription
 from hawser.bus.base import Subscription
 from hawser.errors import BusUnavailable, UnknownTopic
@@ -88,6 +88,8 @@ class KafkaBus(Startable):
         self._admin_client: Any = None
         self._known: dict[str, int] = {}  # topic -> partitions, of topics seen to exist
         self._deadlines = _Deadlines()
+        self._routes: dict[str, list[int]] = {}  # topic -> its partitions, for the partitioner
+        self._batcher: Batcher = None  # type: ignore[assignment]  # made with the producer, in start()
         self._subscriptions: set[KafkaSubscription] = set()
         self._closed = False
 
@@ -104,7 +106,7 @@ class KafkaBus(Startable):
             # aiokafka keeps one batch per partition in flight; its default of 16 KiB holds about 27 of
             # Hawser's records, so under load every send parks on a full batch. 256 KiB measured 1.8x
             # the throughput at half the CPU per message (docs/performance.md).
-            max_batch_size=self._max_batch_bytes, partitioner=KeyPartitioner(),
+            max_batch_size=self._max_batch_bytes,
         )
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self._client_id}-admin",
                                     request_timeout_ms=int(self._timeout * 1000))
@@ -118,6 +120,7 @@ class KafkaBus(Startable):
             log.error("cannot reach Kafka at %s", self.bootstrap, exc_info=exc)
             raise BusUnavailable(UNAVAILABLE, retry_after=self._retry_after) from exc
         self._producer, self._admin_client = producer, admin
+        self._batcher = Batcher(producer, linger_s=self._linger_ms / 1000, partitioner=KeyPartitioner())
 
     async def aclose(self) -> None:
         if self._closed:
@@ -128,14 +131,18 @@ class KafkaBus(Startable):
         producer, admin = self._producer, self._admin_client
         if producer is not None:
             try:
-                await asyncio.wait_for(producer.flush(), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await self._batcher.aclose()
+                    await producer.flush()
             except TimeoutError:
                 # The broker is away and idempotent batches never expire, so `stop()` would wait
                 # forever: stop the sender first (their senders were told BusUnavailable already).
                 # aiokafka has no public way to give up, hence its private sender and accumulator.
                 log.warning("closing the Kafka producer with records still unacknowledged")
+                gone = KafkaConnectionError("closed while Kafka was away")
+                self._batcher.abort(gone)
                 await producer._sender.close()
-                producer._message_accumulator.fail_all(KafkaConnectionError("closed while Kafka was away"))
+                producer._message_accumulator.fail_all(gone)
             await producer.stop()
         self._deadlines.close()
         if admin is not None:
@@ -184,6 +191,7 @@ class KafkaBus(Startable):
         """Delete the topic and end this process's subscriptions on it (other instances' consumers
         are not told; the WebSocket integration also checks each event's application uid)."""
         self._known.pop(topic, None)
+        self._routes.pop(topic, None)
         for subscription in list(self._subscriptions):
             if topic in subscription.topics:
                 subscription.topic_deleted(topic)
@@ -205,35 +213,32 @@ class KafkaBus(Startable):
         if producer is None:
             raise RuntimeError("KafkaBus.start() was not called")
         self._check_open()
-        delivery: asyncio.Future[Any] | None = None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         try:
-            if topic not in self._known:
+            partitions = self._routes.get(topic)
+            if partitions is None:
                 async with asyncio.timeout_at(deadline):
-                    await self._describe(topic)  # a send must never create a topic
-            # aiokafka bounds this await itself (request_timeout_ms is our send timeout).
-            delivery = await producer.send(topic, value=event.data, key=key.encode(), headers=event.kafka_headers())
-            if not delivery.done():
-                # The hot path: a relay future that `_deadlines` fails at the deadline, instead of
-                # asyncio.timeout + shield (or even a timer) per record. Cancelling our waiter (deadline,
-                # or the caller went away) leaves aiokafka's own future alone: the record is still
-                # delivered when Kafka can.
-                waiter: asyncio.Future[None] = loop.create_future()
-                delivery.add_done_callback(functools.partial(_relay, waiter))
-                self._deadlines.add(deadline, waiter)
-                await waiter
-            delivery.result()  # raises the KafkaError the delivery failed with, if any
-        except (KafkaError, TimeoutError) as exc:
+                    count = await self._describe(topic)  # a send must never create a topic
+                partitions = self._routes[topic] = list(range(count))
+            # Appended to this partition's open batch; settles with the batch's acknowledgement. A
+            # caller that gives up (deadline, or gone) only stops waiting: the record is still
+            # delivered when Kafka can.
+            delivery = self._batcher.append(topic, partitions, key.encode(), event.data, event.kafka_headers())
+            self._deadlines.add(deadline, delivery)
+            await delivery
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # KafkaError, TimeoutError, or aiokafka refusing a vanished partition
+            self._routes.pop(topic, None)
             if topic in self._known and producer.client.cluster.partitions_for_topic(topic) is None:
                 # The producer's metadata (refreshed on the error) lost the topic: deleted elsewhere?
                 await self._raise_if_gone(topic, exc)
+            if isinstance(exc, UnknownTopic | BusUnavailable):
+                raise
             log.warning("Kafka did not acknowledge a record for %s within %s s", topic, self._timeout,
                         exc_info=exc)
             raise BusUnavailable(UNAVAILABLE, retry_after=self._retry_after) from exc
-        finally:
-            if delivery is not None and not delivery.done():
-                delivery.add_done_callback(_forget)  # aiokafka still delivers it when it can
 
     async def subscribe(self, topics: Sequence[str], group: str | None = None) -> Subscription:
         """A positioned consumer of existing topics (`UnknownTopic` otherwise): topics come with
@@ -242,6 +247,7 @@ class KafkaBus(Startable):
         partitions = {}
         for topic in topics:
             self._known.pop(topic, None)  # another instance may have deleted it
+            self._routes.pop(topic, None)
             partitions[topic] = await self._describe(topic)
         subscription = await open_subscription(
             self.bootstrap, partitions, group, client_id=self._client_id, join_timeout_s=self._timeout,
@@ -261,6 +267,7 @@ class KafkaBus(Startable):
     async def _raise_if_gone(self, topic: str, cause: BaseException) -> None:
         """`UnknownTopic` if the broker answers (within a second) that it has no `topic`."""
         self._known.pop(topic, None)
+        self._routes.pop(topic, None)
         try:
             async with asyncio.timeout(1.0):
                 await self._describe(topic)
@@ -323,13 +330,3 @@ class _Deadlines:
             _, waiter = self._queue.popleft()
             if not waiter.done():
                 waiter.set_exception(TimeoutError())
-
-
-def _relay(waiter: asyncio.Future[None], delivery: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def _forget(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved, so asyncio does not log it as never retrieved

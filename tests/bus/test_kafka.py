@@ -165,3 +165,27 @@ async def test_the_sdk_reads_our_records_from_kafka(kafka_bootstrap: str, topic:
         k: v for k, v in sent.attributes.items() if k != "time"}
     assert parsed.get_data() == {"t": 21.5}
     assert delivery.event == sent
+
+
+@pytest.mark.kafka
+async def test_concurrent_sends_filling_many_small_batches_keep_every_event_and_its_order(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    """Hawser batches records itself (hawser/bus/_kafka_batches.py): with batches of 4 KiB, 600 events
+    of 1 KiB sent at once fill and hand over about 150 batches, every one acknowledged, each key's
+    events in the order they were sent, and one record larger than a whole batch still goes through."""
+    events = [event(n, data=b'{"pad": "%s"}' % (b"x" * 1000)) for n in range(600)]
+    big = event(600, data=b'{"pad": "%s"}' % (b"y" * 10_000))
+    async with KafkaBus(kafka_bootstrap, partitions=3, max_batch_bytes=4096, send_timeout_s=20) as bus:
+        await bus.ensure_topic(topic)
+        async with await bus.subscribe([topic]) as subscription:
+            # Tasks start in creation order, so the bus sees the sends in this order.
+            await asyncio.gather(*(bus.send(topic, e, KEYS[n % len(KEYS)]) for n, e in enumerate(events)))
+            await bus.send(topic, big, KEYS[0])
+            got = await take(subscription, len(events) + 1, timeout=60)
+    assert {d.event.id for d in got} == {e.id for e in [*events, big]}
+    for key in KEYS:
+        expected = [e.id for n, e in enumerate(events) if KEYS[n % len(KEYS)] == key]
+        if key == KEYS[0]:
+            expected.append(big.id)
+        assert [d.event.id for d in got if d.key == key] == expected, key

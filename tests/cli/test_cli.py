@@ -172,13 +172,14 @@ def test_mosquitto_clients_against_hawser_serve(served: Served) -> None:
     ok(hawser(served, "device", "create", app, "thermo", "--password", "s3cret"))
     with subprocess.Popen(
         ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(served.mqtt_integration_port), "-V", "mqttv5",
-         "-u", served.token, "-t", f"app/{app}", "-C", "2", "-W", "30", "-F", "%p"],
+         "-u", served.token, "-t", f"app/{app}", "-C", "3", "-W", "30", "-F", "%p"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     ) as subscriber:
         try:
             received: list[str] = []
             deadline = time.monotonic() + 30
-            # mosquitto_sub has no readiness signal: publish until it has seen two events and exited.
+            # mosquitto_sub has no readiness signal: publish until it has seen three events and exited
+            # (each mosquitto_pub is connected, data, disconnected: any three in a row hold the data).
             while subscriber.poll() is None and time.monotonic() < deadline:
                 published = subprocess.run(
                     ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(served.mqtt_port), "-V", "mqttv311", "-q", "1",

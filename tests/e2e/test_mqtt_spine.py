@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import Admin, GatewayFactory
 from tests.e2e.test_spine import read_topic
-from tests.paho import V5, V311, Paho, publish_properties, user_properties
+from tests.paho import V5, V311, Paho, paho_properties, user_properties
 
 
 async def run(*argv: str, timeout: float = 20.0) -> tuple[int, str]:
@@ -53,7 +53,7 @@ async def test_paho_device_to_kafka_and_to_an_mqtt_application(
             assert await legacy.connect(gateway.mqtt_integration_port) == 0
             assert await legacy.subscribe([(f"app/{app}", 1)]) == [1]
             assert await device.connect(gateway.mqtt_port) == 0
-            props = publish_properties(content_type="application/json", user=[("unit", "celsius")])
+            props = paho_properties(ContentType="application/json", UserProperty=[("unit", "celsius")])
             assert await device.publish("telemetry", b'{"temp": 21}', qos=1, properties=props) == 0
             assert await device.publish("state/sensor-1", b"\x01\x02", qos=1) == 0
 
@@ -105,12 +105,13 @@ async def test_mosquitto_clients_over_tls_with_the_generated_certificate(gateway
 
         subscriber = await asyncio.create_subprocess_exec(
             "mosquitto_sub", "-h", "localhost", "-p", str(gateway.mqtt_integration_tls_port), "--cafile", cafile,
-            "-V", "mqttv311", "-u", "admin", "-P", token, "-t", "app/tls-app", "-C", "2", "-W", "20", "-q", "1",
+            "-V", "mqttv311", "-u", "admin", "-P", token, "-t", "app/tls-app", "-C", "3", "-W", "20", "-q", "1",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         try:
-            # mosquitto_sub has no readiness signal: publish until it has seen two events (it exits
-            # after -C 2); every publish must be acknowledged.
+            # mosquitto_sub has no readiness signal: publish until it has seen three events (it exits
+            # after -C 3); every publish must be acknowledged. Each mosquitto_pub is connected,
+            # telemetry, disconnected: any three events in a row hold a telemetry event.
             async def publish_until_received() -> None:
                 while subscriber.returncode is None:
                     code, out = await run(

@@ -1,21 +1,15 @@
 """Real-socket harness for the MQTT device endpoint tests: the endpoint on 127.0.0.1:0 over a
-`MemoryDirectory` and a real bus, readers of the bus, a paho-mqtt device bridged to asyncio, and a raw
-client that speaks bytes through our own codec (for bad input)."""
+`MemoryDirectory` and a real bus, and readers of the bus. The clients are `tests.paho` (paho-mqtt) and
+`tests.mqtt_raw` (Hawser's own codec, for bad input)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties as PahoProperties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from auth.devices import DeviceAuthenticator
 from command.sessions import DeviceSessions
@@ -24,11 +18,10 @@ from endpoints.mqtt import MqttEndpoint
 from hawser.bus.base import EventBus, Subscription
 from hawser.config import MqttEndpointSettings
 from hawser.events import CloudEvent, events_topic
-from hawser.mqtt.codec import Decoder, Role, encode
-from hawser.mqtt.packets import Packet, ProtocolVersion
 from hawser.mqtt.stream import MqttListener, start_listener
 from tests.auth.fakes import MemoryDirectory, password, user
 from tests.helpers import unique_name
+from tests.paho import V5, paho_client
 
 TIMEOUT = 10.0
 
@@ -130,218 +123,11 @@ async def running_endpoint(
         await authenticator.aclose()
 
 
-# --- paho-mqtt, bridged to asyncio ---------------------------------------------------------------
-
-
-class PahoDevice:
-    """A paho-mqtt client on its own thread; callbacks resolve futures on the test's loop. No
-    automatic reconnect (a device taken over must not come back and take over in turn)."""
-
-    def __init__(
-        self, port: int, username: str | None, password: str | None = None, *, version: int = 5,
-        client_id: str = "", keepalive: int = 60, clean: bool = True, inflight: int = 16,
-        ca_file: str | None = None,
-    ) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.port, self.keepalive, self.version, self.clean = port, keepalive, version, clean
-        protocol = paho.MQTTv5 if version == 5 else paho.MQTTv311
-        self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
-            clean_session=clean if version != 5 else None, reconnect_on_failure=False,
-        )
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        if ca_file is not None:
-            self.client.tls_set(ca_certs=ca_file)
-        # paho ignores the server's Receive Maximum (16 in these tests) and would send 20.
-        self.client.max_inflight_messages_set(inflight)
-        self.connack: asyncio.Future[ReasonCode] = self.loop.create_future()
-        self.connack_properties: PahoProperties | None = None
-        self.disconnected: asyncio.Future[ReasonCode] = self.loop.create_future()
-        self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
-        self._early: dict[int, ReasonCode] = {}
-        self._subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
-        self.messages: asyncio.Queue[paho.MQTTMessage] = asyncio.Queue()
-        self._started = False
-        client = self.client
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_subscribe = self._on_subscribe
-        client.on_unsubscribe = self._on_subscribe
-        client.on_message = self._on_message
-
-    # Callbacks run on paho's thread: hand everything to the loop.
-    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, properties: Any) -> None:
-        self.connack_properties = properties
-        self.loop.call_soon_threadsafe(_resolve, self.connack, reason)
-
-    def _on_message(self, _c: Any, _u: Any, message: paho.MQTTMessage) -> None:
-        self.loop.call_soon_threadsafe(self.messages.put_nowait, message)
-
-    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
-        self.loop.call_soon_threadsafe(_resolve, self.disconnected, reason)
-
-    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
-        self.loop.call_soon_threadsafe(self._published, mid, reason)
-
-    def _published(self, mid: int, reason: ReasonCode) -> None:
-        future = self._acks.pop(mid, None)
-        if future is None:
-            self._early[mid] = reason
-        else:
-            _resolve(future, reason)
-
-    def _on_subscribe(self, _c: Any, _u: Any, mid: int, reasons: Any, _p: Any) -> None:
-        future = self._subacks.pop(mid, None)
-        if future is not None:
-            self.loop.call_soon_threadsafe(_resolve, future, list(reasons))
-
-    async def connect(self, properties: PahoProperties | None = None) -> ReasonCode:
-        """The CONNACK's reason code (raises TimeoutError if none came)."""
-        kwargs: dict[str, Any] = {"properties": properties} if self.version == 5 else {}
-        if self.version == 5:
-            kwargs["clean_start"] = self.clean
-        await asyncio.to_thread(self.client.connect, "127.0.0.1", self.port, self.keepalive, **kwargs)
-        self.client.loop_start()
-        self._started = True
-        return await asyncio.wait_for(asyncio.shield(self.connack), TIMEOUT)
-
-    def publish_nowait(
-        self, topic: str, payload: bytes, qos: int = 1, properties: PahoProperties | None = None
-    ) -> asyncio.Future[ReasonCode]:
-        info = self.client.publish(topic, payload, qos=qos, properties=properties)
-        future: asyncio.Future[ReasonCode] = self.loop.create_future()
-        if info.mid in self._early:
-            future.set_result(self._early.pop(info.mid))
-        else:
-            self._acks[info.mid] = future
-        return future
-
-    async def publish(
-        self, topic: str, payload: bytes, qos: int = 1, properties: PahoProperties | None = None,
-        timeout: float = TIMEOUT,
-    ) -> ReasonCode:
-        """The PUBACK's reason code (for QoS 0: once written)."""
-        return await asyncio.wait_for(self.publish_nowait(topic, payload, qos, properties), timeout)
-
-    async def subscribe(self, topic: str | list[tuple[str, int]], qos: int = 1) -> list[ReasonCode]:
-        future: asyncio.Future[list[ReasonCode]] = self.loop.create_future()
-        _, mid = self.client.subscribe(topic, qos) if isinstance(topic, str) else self.client.subscribe(topic)
-        assert mid is not None
-        self._subacks[mid] = future
-        return await asyncio.wait_for(future, TIMEOUT)
-
-    async def unsubscribe(self, topic: str) -> list[ReasonCode]:
-        future: asyncio.Future[list[ReasonCode]] = self.loop.create_future()
-        _, mid = self.client.unsubscribe(topic)
-        assert mid is not None
-        self._subacks[mid] = future
-        return await asyncio.wait_for(future, TIMEOUT)
-
-    async def wait_disconnected(self, timeout: float = TIMEOUT) -> ReasonCode:
-        return await asyncio.wait_for(asyncio.shield(self.disconnected), timeout)
-
-    async def aclose(self) -> None:
-        if self._started:
-            self.client.disconnect()
-            await asyncio.to_thread(self.client.loop_stop)
-            self._started = False
-
-    async def __aenter__(self) -> PahoDevice:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-
-def _resolve(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def v5_properties(content_type: str | None = None, user_properties: Sequence[tuple[str, str]] = (),
-                  packet: int = PacketTypes.PUBLISH, **values: Any) -> PahoProperties:
-    properties = PahoProperties(packet)  # type: ignore[no-untyped-call]
-    if content_type is not None:
-        properties.ContentType = content_type
-    if user_properties:
-        properties.UserProperty = list(user_properties)
-    for name, value in values.items():
-        setattr(properties, name, value)
-    return properties
-
-
-@contextlib.asynccontextmanager
-async def paho_device(port: int, username: str | None, password: str | None = None, **kwargs: Any
-                      ) -> AsyncIterator[PahoDevice]:
-    """A connected paho device (asserts the CONNACK was a success)."""
-    device = PahoDevice(port, username, password, **kwargs)
-    try:
-        reason = await device.connect()
-        assert not reason.is_failure, f"CONNECT refused: {reason}"
-        yield device
-    finally:
-        await device.aclose()
-
-
-async def publish_ok(port: int, world: World, *, version: int = 5) -> None:
-    """The server still serves: a fresh device connects, publishes QoS 1 and its event arrives."""
+async def publish_ok(port: int, world: World, *, version: int = V5) -> None:
+    """The server still serves: a fresh paho device (`tests.paho.V5` or `V311`) connects, publishes QoS 1
+    and its event arrives."""
     marker = unique_name("alive").encode()
-    async with paho_device(port, f"d@{world.a}", "pw", version=version) as device:
+    async with paho_client(port, f"d@{world.a}", "pw", version=version) as device:
         reason = await device.publish("alive", marker)
         assert not reason.is_failure, reason
     await world.reader(world.a).until(lambda e: e.data == marker)
-
-
-# --- a raw client over our own codec ----------------------------------------------------------------
-
-
-class RawClient:
-    """Hand-made packets (or bytes) to the endpoint, and what comes back, decoded."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, version: ProtocolVersion) -> None:
-        self.reader, self.writer, self.version = reader, writer, version
-        self.decoder = Decoder(version, role=Role.SERVER)
-
-    @classmethod
-    async def open(cls, port: int, version: ProtocolVersion = ProtocolVersion.V5) -> RawClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer, version)
-
-    def send(self, *packets: Packet) -> None:
-        for packet in packets:
-            self.writer.write(encode(packet, self.version))
-
-    def send_bytes(self, data: bytes) -> None:
-        self.writer.write(data)
-
-    async def receive(self, timeout: float = TIMEOUT) -> Packet | None:
-        """The next packet from the server; None once it closed the connection."""
-        async with asyncio.timeout(timeout):
-            while True:
-                packet = self.decoder.next_packet()
-                if packet is not None:
-                    return packet
-                data = await self.reader.read(65536)
-                if not data:
-                    return None
-                self.decoder.feed(data)
-
-    async def until_closed(self, timeout: float = TIMEOUT) -> list[Packet]:
-        """Every packet the server sends until it closes the connection (fails if it does not)."""
-        packets: list[Packet] = []
-        while (packet := await self.receive(timeout)) is not None:
-            packets.append(packet)
-        return packets
-
-    async def aclose(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
-
-    async def __aenter__(self) -> RawClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()

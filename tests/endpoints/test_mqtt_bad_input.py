@@ -24,7 +24,9 @@ from hawser.mqtt.packets import (
     Publish,
     Reason,
 )
-from tests.endpoints.mqtt_server import RawClient, World, publish_ok, running_endpoint
+from tests.endpoints.mqtt_server import World, publish_ok, running_endpoint
+from tests.mqtt_raw import RawClient
+from tests.paho import V311 as PAHO_V311
 
 V3, V5 = ProtocolVersion.V311, ProtocolVersion.V5
 VERSIONS = [pytest.param(V3, id="v311"), pytest.param(V5, id="v5")]
@@ -278,7 +280,7 @@ async def stop_reading(world: World, version: ProtocolVersion) -> None:
         assert stalled, f"the server kept reading {sent} publishes from a client that reads nothing"
         # Meanwhile it serves everybody else.
         await publish_ok(world.port, world)
-        await publish_ok(world.port, world, version=311)
+        await publish_ok(world.port, world, version=PAHO_V311)
     finally:
         writer.transport.abort()
     await publish_ok(world.port, world)

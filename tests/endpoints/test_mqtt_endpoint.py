@@ -35,18 +35,12 @@ from hawser.mqtt.packets import (
 )
 from hawser.mqtt.stream import start_listener
 from hawser.tls import certificate_files, server_context
-from tests.endpoints.mqtt_server import (
-    PahoDevice,
-    RawClient,
-    World,
-    paho_device,
-    publish_ok,
-    running_endpoint,
-    v5_properties,
-)
+from tests.endpoints.mqtt_server import World, publish_ok, running_endpoint
 from tests.helpers import eventually
+from tests.mqtt_raw import RawClient
+from tests.paho import V5, V311, Paho, paho_client, paho_properties
 
-VERSIONS = [pytest.param(311, id="v311"), pytest.param(5, id="v5")]
+VERSIONS = [pytest.param(V311, id="v311"), pytest.param(V5, id="v5")]
 
 
 @pytest.fixture
@@ -80,7 +74,7 @@ async def device_event(world: World, app: str | None = None) -> CloudEvent:
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("qos", [0, 1])
 async def test_publish_becomes_an_event(world: World, version: int, qos: int) -> None:
-    async with paho_device(world.port, f"d@{world.a}", "pw", version=version, client_id="c1") as device:
+    async with paho_client(world.port, f"d@{world.a}", "pw", version=version, client_id="c1") as device:
         reason = await device.publish("telemetry", b'{"t": 21.5}', qos=qos)
         assert not reason.is_failure
         event = await device_event(world)
@@ -96,8 +90,9 @@ async def test_publish_becomes_an_event(world: World, version: int, qos: int) ->
 
 
 async def test_v5_content_type_and_user_properties_flow_into_the_event(world: World) -> None:
-    properties = v5_properties("application/json", [("trace", "abc"), ("traceId", "ignored"), ("device", "no")])
-    async with paho_device(world.port, f"d@{world.a}", "pw") as device:
+    properties = paho_properties(ContentType="application/json",
+                                 UserProperty=[("trace", "abc"), ("traceId", "ignored"), ("device", "no")])
+    async with paho_client(world.port, f"d@{world.a}", "pw") as device:
         assert not (await device.publish("temp", b'{"t":1}', properties=properties)).is_failure
         event = await device_event(world)
     assert event.attributes["datacontenttype"] == "application/json"
@@ -108,7 +103,7 @@ async def test_v5_content_type_and_user_properties_flow_into_the_event(world: Wo
 
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_username_credential_with_the_device_in_the_client_id(world: World, version: int) -> None:
-    async with paho_device(world.port, "user1", "upw", version=version, client_id=f"u@{world.a}") as device:
+    async with paho_client(world.port, "user1", "upw", version=version, client_id=f"u@{world.a}") as device:
         assert not (await device.publish("t", b"x")).is_failure
         event = await device_event(world)
     assert event.attributes["device"] == "u"
@@ -117,8 +112,8 @@ async def test_username_credential_with_the_device_in_the_client_id(world: World
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_publishes_are_acknowledged_in_order_and_reach_the_bus_in_order(world: World, version: int) -> None:
     count = 60  # more than the window (16): the endpoint stops reading while it is full (3.1.1: paho sends 20)
-    inflight = 16 if version == 5 else 20
-    async with paho_device(world.port, f"d@{world.a}", "pw", version=version, inflight=inflight) as device:
+    inflight = 16 if version == V5 else 20
+    async with paho_client(world.port, f"d@{world.a}", "pw", version=version, inflight=inflight) as device:
         futures = [device.publish_nowait("seq", str(n).encode()) for n in range(count)]
         reasons = await asyncio.wait_for(asyncio.gather(*futures), 30)
         assert not any(reason.is_failure for reason in reasons)
@@ -130,7 +125,7 @@ async def test_publishes_are_acknowledged_in_order_and_reach_the_bus_in_order(wo
 
 
 async def test_gateway_publishes_for_a_device_behind_it(world: World) -> None:
-    async with paho_device(world.port, f"gw@{world.a}", "gwpw") as gateway:
+    async with paho_client(world.port, f"gw@{world.a}", "gwpw") as gateway:
         assert not (await gateway.publish("telemetry/th/1", b"1")).is_failure
         assert not (await gateway.publish("telemetry/gw", b"2")).is_failure  # as itself, by name
         first, second = await device_event(world), await device_event(world)
@@ -141,7 +136,7 @@ async def test_gateway_publishes_for_a_device_behind_it(world: World) -> None:
 
 
 async def test_forbidden_as_device_is_refused_with_0x87_in_v5(world: World) -> None:
-    async with paho_device(world.port, f"gw@{world.a}", "gwpw") as gateway:
+    async with paho_client(world.port, f"gw@{world.a}", "gwpw") as gateway:
         for topic in ("telemetry/other", "telemetry/d", "telemetry/nobody"):
             assert (await gateway.publish(topic, b"x")).value == 0x87, topic
         # The connection stays usable.
@@ -151,11 +146,11 @@ async def test_forbidden_as_device_is_refused_with_0x87_in_v5(world: World) -> N
 
 
 async def test_forbidden_as_device_disconnects_a_v311_client(world: World) -> None:
-    async with paho_device(world.port, f"gw@{world.a}", "gwpw", version=311) as gateway:
+    async with paho_client(world.port, f"gw@{world.a}", "gwpw", version=V311) as gateway:
         pending = gateway.publish_nowait("telemetry/other", b"x")
         await gateway.wait_disconnected()
         assert not pending.done(), "a 3.1.1 publish that was refused must not be acknowledged"
-    await publish_ok(world.port, world, version=311)
+    await publish_ok(world.port, world, version=V311)
 
 
 # --- refusals of a publish --------------------------------------------------------------------------
@@ -166,8 +161,8 @@ async def test_v5_publish_refusals(tmp_path: Path) -> None:
     await bus.start()
     try:
         async with running_endpoint(bus, max_payload_bytes=100) as world:
-            async with paho_device(world.port, f"d@{world.a}", "pw") as device:
-                json_type = v5_properties("application/json")
+            async with paho_client(world.port, f"d@{world.a}", "pw") as device:
+                json_type = paho_properties(ContentType="application/json")
                 assert (await device.publish("t", b"x" * 101)).value == 0x97  # quota exceeded
                 assert (await device.publish("t", b"{bad", properties=json_type)).value == 0x99
                 assert (await device.publish("t/", b"x")).value == 0x90
@@ -184,7 +179,7 @@ async def test_v5_publish_refusals(tmp_path: Path) -> None:
 
 
 async def test_v311_refused_qos1_publish_disconnects_and_qos0_is_dropped(world: World) -> None:
-    async with paho_device(world.port, f"d@{world.a}", "pw", version=311) as device:
+    async with paho_client(world.port, f"d@{world.a}", "pw", version=V311) as device:
         assert not (await device.publish("/bad", b"dropped", qos=0)).is_failure  # written, dropped
         assert not (await device.publish("t", b"kept", qos=1)).is_failure
         assert (await device_event(world)).data == b"kept"
@@ -212,10 +207,10 @@ async def test_v311_refused_qos1_publish_disconnects_and_qos0_is_dropped(world: 
 async def test_connect_refused(
     world: World, version: int, username: str | None, password: str | None, client_id: str, v5_reason: int
 ) -> None:
-    device = PahoDevice(world.port, username.format(a=world.a) if username else None, password, version=version,
-                        client_id=client_id.format(a=world.a))
+    device = Paho(client_id.format(a=world.a), version=version,
+                  username=username.format(a=world.a) if username else None, password=password)
     try:
-        reason = await device.connect()
+        reason = await device.connect(world.port)
     finally:
         await device.aclose()
     assert reason.is_failure
@@ -224,17 +219,18 @@ async def test_connect_refused(
 
 
 async def test_v311_persistent_session_is_refused_with_identifier_rejected(world: World) -> None:
-    device = PahoDevice(world.port, f"d@{world.a}", "pw", version=311, client_id="keep", clean=False)
+    device = Paho("keep", version=V311, username=f"d@{world.a}", password="pw", clean=False)
     try:
-        assert (await device.connect()).value == 0x85  # paho's name for 3.1.1 return code 2
+        assert (await device.connect(world.port)).value == 0x85  # paho's name for 3.1.1 return code 2
     finally:
         await device.aclose()
 
 
 async def test_v5_session_expiry_is_answered_with_zero(world: World) -> None:
-    device = PahoDevice(world.port, f"d@{world.a}", "pw", client_id="keep", clean=False)
+    device = Paho("keep", username=f"d@{world.a}", password="pw", clean=False)
     try:
-        reason = await device.connect(v5_properties(packet=PacketTypes.CONNECT, SessionExpiryInterval=3600))
+        asked = paho_properties(PacketTypes.CONNECT, SessionExpiryInterval=3600)
+        reason = await device.connect(world.port, properties=asked)
         assert not reason.is_failure
         assert device.connack_properties is not None
         # paho's Properties set their attributes dynamically: read them as its JSON view.
@@ -254,7 +250,7 @@ async def test_v5_session_expiry_is_answered_with_zero(world: World) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_connection_events_around_a_clean_session(world: World, version: int) -> None:
-    async with paho_device(world.port, f"d@{world.a}", "pw", version=version) as device:
+    async with paho_client(world.port, f"d@{world.a}", "pw", version=version) as device:
         assert not (await device.publish("t", b"1")).is_failure
     events = await world.reader(world.a).take(3)
     assert [is_connection(e, "d", True) for e in events] == [True, False, False]
@@ -269,23 +265,23 @@ async def test_connection_events_around_a_clean_session(world: World, version: i
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_takeover_by_the_same_device_and_client_id(world: World, version: int) -> None:
     reader = world.reader(world.a)
-    async with paho_device(world.port, f"d@{world.a}", "pw", version=version, client_id="c1") as old:
+    async with paho_client(world.port, f"d@{world.a}", "pw", version=version, client_id="c1") as old:
         assert is_connection(await reader.one(), "d", True)
         # A wrong password with the same client id does not touch the old connection.
-        intruder = PahoDevice(world.port, f"d@{world.a}", "bad", version=version, client_id="c1")
+        intruder = Paho("c1", version=version, username=f"d@{world.a}", password="bad")
         try:
-            assert (await intruder.connect()).is_failure
+            assert (await intruder.connect(world.port)).is_failure
         finally:
             await intruder.aclose()
         # The same client id of another device (and another application) leaves it alone too.
-        async with paho_device(world.port, f"gw@{world.a}", "gwpw", version=version, client_id="c1") as other, \
-                paho_device(world.port, f"d@{world.b}", "pwb", version=version, client_id="c1") as stranger:
+        async with paho_client(world.port, f"gw@{world.a}", "gwpw", version=version, client_id="c1") as other, \
+                paho_client(world.port, f"d@{world.b}", "pwb", version=version, client_id="c1") as stranger:
             assert is_connection(await reader.one(), "gw", True)
             assert not (await old.publish("t", b"old still here")).is_failure
             assert (await device_event(world)).data == b"old still here"
-            async with paho_device(world.port, f"d@{world.a}", "pw", version=version, client_id="c1") as new:
+            async with paho_client(world.port, f"d@{world.a}", "pw", version=version, client_id="c1") as new:
                 reason = await old.wait_disconnected()
-                if version == 5:
+                if version == V5:
                     assert reason.value == 0x8E
                 # Applications see the old session end before the new one starts.
                 assert is_connection(await reader.one(), "d", False)
@@ -312,7 +308,7 @@ async def test_keep_alive_timeout_ends_the_session_with_an_event(world: World, v
 
 
 async def test_server_shutdown_ends_sessions_with_0x8b_and_an_event(world: World) -> None:
-    async with paho_device(world.port, f"d@{world.a}", "pw") as device:
+    async with paho_client(world.port, f"d@{world.a}", "pw") as device:
         assert is_connection(await world.reader(world.a).one(), "d", True)
         await world.listener.aclose()
         assert (await device.wait_disconnected()).value == 0x8B
@@ -324,15 +320,15 @@ async def test_server_shutdown_ends_sessions_with_0x8b_and_an_event(world: World
 
 async def test_a_device_of_one_application_cannot_publish_into_another(world: World) -> None:
     # The same device name exists in both applications; A's password does not open B's device.
-    intruder = PahoDevice(world.port, f"d@{world.b}", "pw")
+    intruder = Paho(username=f"d@{world.b}", password="pw")
     try:
-        assert (await intruder.connect()).value == 0x86
+        assert (await intruder.connect(world.port)).value == 0x86
     finally:
         await intruder.aclose()
-    async with paho_device(world.port, f"d@{world.a}", "pw") as device:
+    async with paho_client(world.port, f"d@{world.a}", "pw") as device:
         for topic in ("telemetry", f"{world.b}/d", f"telemetry/{world.b}"):
             await device.publish(topic, b"from A")
-    async with paho_device(world.port, f"d@{world.b}", "pwb") as owner:
+    async with paho_client(world.port, f"d@{world.b}", "pwb") as owner:
         assert not (await owner.publish("sentinel", b"from B")).is_failure
     # B's topic holds B's own connection events and sentinel, nothing of A's device.
     before, sentinel = await world.reader(world.b).until(lambda e: e.attributes["subject"] == "sentinel")
@@ -345,10 +341,10 @@ async def test_a_device_of_one_application_cannot_publish_into_another(world: Wo
 
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_subscribe_to_command_inboxes(world: World, version: int) -> None:
-    async with paho_device(world.port, f"gw@{world.a}", "gwpw", version=version) as gateway:
+    async with paho_client(world.port, f"gw@{world.a}", "gwpw", version=version) as gateway:
         granted = await gateway.subscribe([("command/inbox/#", 1), ("command/inbox//#", 0),
                                            ("command/inbox/th/1/#", 2), ("foo/#", 1), ("command/x", 0)])
-        refused = 0x87 if version == 5 else 0x80
+        refused = 0x87 if version == V5 else 0x80
         assert [r.value for r in granted] == [1, 0, 1, refused, refused]
         session = next(iter(world.sessions.sessions_of(world.a, "gw")))
         assert world.sessions.filters(session) == {
@@ -390,7 +386,7 @@ async def test_v5_subscribe_failure_codes_per_filter(world: World) -> None:
 
 
 async def test_commands_beyond_the_outbox_are_dropped_not_queued(world: World) -> None:
-    async with paho_device(world.port, f"d@{world.a}", "pw") as device:
+    async with paho_client(world.port, f"d@{world.a}", "pw") as device:
         await device.subscribe("command/inbox//#")
         taken = [world.sessions.deliver(Command(world.a, "d", f"c{n}", content_type="text/plain")) for n in range(40)]
         assert taken == [1] * OUTBOX + [0] * (40 - OUTBOX)  # handed over at once; the writer runs later
@@ -410,7 +406,7 @@ async def test_publish_over_tls(world: World, tmp_path: Path, version: int) -> N
     secure = await start_listener(world.endpoint.handle, "127.0.0.1", 0, limits=world.endpoint.limits,
                                   ssl=context, name="mqtt-endpoint-tls-test")
     try:
-        async with paho_device(secure.port, f"d@{world.a}", "pw", version=version, ca_file=str(cert)) as device:
+        async with paho_client(secure.port, f"d@{world.a}", "pw", version=version, cafile=str(cert)) as device:
             assert not (await device.publish("secure", b"over tls")).is_failure
             event = await device_event(world)
     finally:

@@ -27,8 +27,9 @@ from hawser.mqtt.packets import (
     Subscribe,
     SubscriptionRequest,
 )
-from tests.endpoints.mqtt_server import RawClient, World, publish_ok, running_endpoint
+from tests.endpoints.mqtt_server import World, publish_ok, running_endpoint
 from tests.helpers import eventually
+from tests.mqtt_raw import RawClient
 
 V3, V5 = ProtocolVersion.V311, ProtocolVersion.V5
 

@@ -18,8 +18,9 @@ from amqtt.client import MQTTClient
 from prometheus_client import REGISTRY
 
 from hawser.bus.kafka import KafkaBus
-from tests.endpoints.mqtt_server import World, paho_device, running_endpoint, v5_properties
+from tests.endpoints.mqtt_server import World, running_endpoint
 from tests.helpers import eventually, unique_name
+from tests.paho import V5, V311, paho_client, paho_properties
 
 pytestmark = pytest.mark.kafka
 
@@ -56,8 +57,10 @@ def headers(record: Any) -> dict[str, str]:
 
 
 async def publish_with_paho(world: World, version: int, qos: int, payload: bytes) -> None:
-    properties = v5_properties("application/json", [("trace", "t-1")]) if version == 5 else None
-    async with paho_device(world.port, f"d@{world.a}", "pw", version=version) as device:
+    properties = None
+    if version == V5:
+        properties = paho_properties(ContentType="application/json", UserProperty=[("trace", "t-1")])
+    async with paho_client(world.port, f"d@{world.a}", "pw", version=version) as device:
         assert not (await device.publish("telemetry", payload, qos=qos, properties=properties)).is_failure
 
 
@@ -93,7 +96,7 @@ async def test_client_publish_lands_in_kafka(kafka_bootstrap: str, client: str) 
     payload = json.dumps({"client": client}).encode()
     async with kafka_world(kafka_bootstrap) as world:
         if client.startswith("paho"):
-            await publish_with_paho(world, 5 if "-v5-" in client else 311, int(client[-1]), payload)
+            await publish_with_paho(world, V5 if "-v5-" in client else V311, int(client[-1]), payload)
         elif client.startswith("amqtt"):
             await publish_with_amqtt(world, payload)
         else:
@@ -118,7 +121,7 @@ async def test_client_publish_lands_in_kafka(kafka_bootstrap: str, client: str) 
 
 async def test_connection_events_land_in_kafka(kafka_bootstrap: str) -> None:
     async with kafka_world(kafka_bootstrap) as world:
-        async with paho_device(world.port, f"d@{world.a}", "pw"):
+        async with paho_client(world.port, f"d@{world.a}", "pw"):
             pass
         consumer = AIOKafkaConsumer(f"events-{world.a}", bootstrap_servers=kafka_bootstrap,
                                     auto_offset_reset="earliest")
@@ -143,7 +146,7 @@ async def test_kafka_stopped_mid_stream(kafka: Any) -> None:
     acknowledged: set[int] = set()
     refused: list[int] = []
     async with kafka_world(kafka.bootstrap, send_timeout_s=2.0) as world, \
-            paho_device(world.port, f"d@{world.a}", "pw", client_id="v5") as device:
+            paho_client(world.port, f"d@{world.a}", "pw", client_id="v5") as device:
 
         async def publish(seq: int) -> None:
             reason = await device.publish("seq", json.dumps({"seq": seq}).encode(), timeout=30)
@@ -161,7 +164,7 @@ async def test_kafka_stopped_mid_stream(kafka: Any) -> None:
             await asyncio.gather(*(publish(seq) for seq in range(10, 15)))
             assert refused, "publishes while Kafka was down were all acknowledged"
             # A 3.1.1 device is disconnected instead of refused: its publish is never acknowledged.
-            async with paho_device(world.port, f"d@{world.a}", "pw", version=311, client_id="v3") as old:
+            async with paho_client(world.port, f"d@{world.a}", "pw", version=V311, client_id="v3") as old:
                 pending = old.publish_nowait("seq", b'{"seq": -1}')
                 await old.wait_disconnected(timeout=30)
                 assert not pending.done()

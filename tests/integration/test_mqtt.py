@@ -14,6 +14,7 @@ import pytest
 from amqtt.client import MQTTClient
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from hawser.access import Role
 from hawser.bus import EventBus, Subscription
@@ -23,18 +24,15 @@ from integration._mqtt_events import STRUCTURED_CONTENT_TYPE
 from integration.mqtt import MAX_OPEN_SUBSCRIPTIONS
 from tests.helpers import eventually, unique_name
 from tests.integration.test_mqtt_support import (
-    AppClient,
     Integration,
-    RawClient,
     app_client,
     open_connections,
     open_subscriptions,
-    paho_properties,
-    prop,
     running_bus,
     serve_integration,
 )
-from tests.paho import V5, V311, user_properties
+from tests.mqtt_raw import RawClient
+from tests.paho import V5, V311, Paho, paho_properties, prop, user_properties
 
 
 @pytest.fixture
@@ -71,7 +69,7 @@ async def test_mqtt5_subscribers_get_data_with_attributes_as_user_properties(mqt
 async def test_mqtt5_structured_mode_on_request_as_drogue(mqtt: Integration) -> None:
     properties = paho_properties(PacketTypes.SUBSCRIBE, UserProperty=("content-mode", "structured"))
     async with app_client(mqtt.port, mqtt.tokens["alice"]) as client:
-        assert await client.subscribe_with(f"app/{mqtt.a}", 0, properties) == [0]
+        assert await client.subscribe(f"app/{mqtt.a}", 0, properties=properties) == [0]
         sent = await mqtt.publish(mqtt.a, "d", b"hello", content_type="text/plain")
         message = await client.next_message()
     event = json.loads(message.payload)
@@ -83,11 +81,11 @@ async def test_mqtt5_structured_mode_on_request_as_drogue(mqtt: Integration) -> 
 async def test_subscription_identifiers_and_an_unknown_content_mode(mqtt: Integration) -> None:
     async with app_client(mqtt.port, mqtt.tokens["alice"]) as client:
         identified = paho_properties(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=7)
-        assert await client.subscribe_with(f"app/{mqtt.a}", 1, identified) == [1]
+        assert await client.subscribe(f"app/{mqtt.a}", 1, properties=identified) == [1]
         await mqtt.publish(mqtt.a, "d")
         assert prop((await client.next_message()).properties, "SubscriptionIdentifier") == [7]
         unknown = paho_properties(PacketTypes.SUBSCRIBE, UserProperty=("content-mode", "protobuf"))
-        assert await client.subscribe_with(f"a/{mqtt.a}", 1, unknown) == [Reason.IMPLEMENTATION_SPECIFIC_ERROR]
+        assert await client.subscribe(f"a/{mqtt.a}", 1, properties=unknown) == [Reason.IMPLEMENTATION_SPECIFIC_ERROR]
 
 
 async def test_mqtt311_subscribers_get_structured_json(mqtt: Integration) -> None:
@@ -154,12 +152,12 @@ async def test_mosquitto_sub(mqtt: Integration, version: str, login: str) -> Non
 
 
 async def connack(port: int, version: int, username: str | None, password: str | None = None,
-                  **kwargs: bool) -> tuple[int, PahoProperties | None]:
+                  *, clean: bool = True) -> tuple[ReasonCode, PahoProperties | None]:
     """The CONNACK's code (paho reports a 3.1.1 return code as its MQTT 5 equivalent) and properties."""
-    client = AppClient(unique_name("auth"), version=version, username=username, password=password, **kwargs)
+    client = Paho(unique_name("auth"), version=version, username=username, password=password, clean=clean)
     try:
         code = await client.connect(port)
-        return code, await client.connack_properties()
+        return code, client.connack_properties
     finally:
         await client.aclose()
 
@@ -176,9 +174,9 @@ async def test_mqtt5_password_alone_is_a_token(mqtt: Integration) -> None:
     """paho sends no password without a user name, so this client is Hawser's own codec."""
     client = await RawClient.connect(mqtt.port, None, password=mqtt.tokens["carol"].encode())
     try:
-        reply = await client.packet()
+        reply = await client.receive()
     finally:
-        await client.close()
+        await client.aclose()
     assert isinstance(reply, ConnAck)
     assert reply.reason is Reason.SUCCESS
 
@@ -202,12 +200,12 @@ async def test_mqtt5_enhanced_authentication_is_refused(mqtt: Integration) -> No
     client = await RawClient.connect(mqtt.port, mqtt.tokens["alice"],
                                      properties=Properties(authentication_method="SCRAM-SHA-256"))
     try:
-        connack = await client.packet()
+        connack = await client.receive()
         assert isinstance(connack, ConnAck)
         assert connack.reason is Reason.BAD_AUTHENTICATION_METHOD
-        assert await client.packet() is None
+        assert await client.receive() is None
     finally:
-        await client.close()
+        await client.aclose()
 
 
 async def test_mqtt311_persistent_sessions_are_refused_as_drogue(mqtt: Integration) -> None:
@@ -217,11 +215,11 @@ async def test_mqtt311_persistent_sessions_are_refused_as_drogue(mqtt: Integrati
 
 async def test_mqtt5_sessions_end_with_the_connection(mqtt: Integration) -> None:
     """MQTT 5 may ask for a session that outlives the connection: it is told it expires at once."""
-    client = AppClient(unique_name("session"), version=V5, username=mqtt.tokens["alice"])
+    client = Paho(unique_name("session"), version=V5, username=mqtt.tokens["alice"])
     asked = paho_properties(PacketTypes.CONNECT, SessionExpiryInterval=3600)
     try:
         assert await client.connect(mqtt.port, properties=asked) == Reason.SUCCESS
-        properties = await client.connack_properties()
+        properties = client.connack_properties
     finally:
         await client.aclose()
     assert prop(properties, "SessionExpiryInterval") == 0
@@ -340,24 +338,24 @@ async def test_subscribe_unsubscribe_loops_cannot_pile_up_bus_subscriptions(
         async with serve_integration(tmp_path, cast(EventBus, bus)) as mqtt:
             client = await RawClient.connect(mqtt.port, mqtt.tokens["alice"])
             try:
-                assert isinstance(await client.packet(), ConnAck)
+                assert isinstance(await client.receive(), ConnAck)
                 topic_filter = f"app/{mqtt.a}"
                 codes = []
                 for n in range(MAX_OPEN_SUBSCRIPTIONS + 4):
                     client.subscribe(topic_filter, 1, packet_id=2 * n + 1)
-                    suback = await client.packet()
+                    suback = await client.receive()
                     assert isinstance(suback, SubAck)
                     codes.append(suback.reasons[0])
                     client.send(Unsubscribe(2 * n + 2, (topic_filter,)))
-                    await client.packet()
+                    await client.receive()
                 assert codes[:MAX_OPEN_SUBSCRIPTIONS] == [Reason.GRANTED_QOS_1] * MAX_OPEN_SUBSCRIPTIONS
                 assert set(codes[MAX_OPEN_SUBSCRIPTIONS:]) == {Reason.QUOTA_EXCEEDED}
                 assert open_subscriptions() == MAX_OPEN_SUBSCRIPTIONS
                 bus.gate.set()
                 await eventually(lambda: open_subscriptions() == 0)
                 client.subscribe(topic_filter, 1, packet_id=1000)
-                assert await client.packet() == SubAck(1000, (Reason.GRANTED_QOS_1,))
+                assert await client.receive() == SubAck(1000, (Reason.GRANTED_QOS_1,))
             finally:
                 bus.gate.set()
-                await client.close()
+                await client.aclose()
     await eventually(lambda: open_subscriptions() == 0)

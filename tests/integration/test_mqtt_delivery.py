@@ -21,12 +21,12 @@ from tests.helpers import eventually
 from tests.integration.test_mqtt_support import (
     INFLIGHT,
     Integration,
-    RawClient,
     app_client,
     open_subscriptions,
     running_bus,
     serve_integration,
 )
+from tests.mqtt_raw import RawClient
 from tests.paho import V5, V311, user_properties
 
 
@@ -48,18 +48,18 @@ async def mqtt_on_each_bus(request: pytest.FixtureRequest, tmp_path: Path) -> As
 
 async def raw_subscriber(mqtt: Integration, topic_filter: str, qos: int = 1, **connect: object) -> RawClient:
     client = await RawClient.connect(mqtt.port, mqtt.tokens["alice"], **connect)  # type: ignore[arg-type]
-    connack = await client.packet()
+    connack = await client.receive()
     assert isinstance(connack, ConnAck)
     assert connack.reason is Reason.SUCCESS
     client.subscribe(topic_filter, qos)
-    suback = await client.packet(timeout=60)  # a Kafka group join may take a while
+    suback = await client.receive(timeout=60)  # a Kafka group join may take a while
     assert isinstance(suback, SubAck)
     assert suback.reasons == (Reason(qos),)
     return client
 
 
 async def next_publish(client: RawClient, timeout: float = 10.0) -> Publish:
-    packet = await client.packet(timeout)
+    packet = await client.receive(timeout)
     assert isinstance(packet, Publish), packet
     return packet
 
@@ -106,13 +106,13 @@ async def test_qos1_is_at_least_once(mqtt_on_each_bus: Integration) -> None:
         assert [event_id(p) for p in window] == sent[:INFLIGHT]
         assert all(p.qos == 1 and p.topic == f"app/{mqtt.a}" for p in window)
         with pytest.raises(TimeoutError):  # the window is full: nothing more until acknowledged
-            await leaver.packet(timeout=0.5)
+            await leaver.receive(timeout=0.5)
         leaver.send(PubAck(window[0].packet_id or 0))
         leaver.send(PubAck(window[1].packet_id or 0))
         more = [await next_publish(leaver) for _ in range(2)]
         assert [event_id(p) for p in more] == sent[INFLIGHT:INFLIGHT + 2]
     finally:
-        await leaver.close()
+        await leaver.aclose()
     await eventually(lambda: open_subscriptions() == 0, 30, message="the leaver's subscription to close")
     async with app_client(mqtt.port, mqtt.tokens["carol"]) as successor:
         assert await successor.subscribe([(shared, 1)]) == [1]
@@ -137,7 +137,7 @@ async def test_an_event_too_large_for_the_client_is_skipped_and_counted(mqtt: In
         client.send(PubAck(publish.packet_id or 0))
         assert skipped() == before + 1
     finally:
-        await client.close()
+        await client.aclose()
     await eventually(lambda: open_subscriptions() == 0, message="the subscription to close")
     async with app_client(mqtt.port, mqtt.tokens["alice"]) as successor:
         assert await successor.subscribe([(shared, 1)]) == [1]
@@ -162,7 +162,7 @@ async def test_a_client_that_stops_reading_is_bounded_and_others_go_on(mqtt: Int
             assert len(pulled) == 2
             assert pulled[0] < count // 2, f"the server read {pulled[0]} of {count} events for a stuck client"
     finally:
-        await stuck.close()
+        await stuck.aclose()
 
 
 async def test_unsubscribe_ends_the_delivery(mqtt: Integration) -> None:

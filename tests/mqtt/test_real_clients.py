@@ -17,7 +17,6 @@ import pytest
 from amqtt.client import MQTTClient
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from hawser.mqtt import (
@@ -40,6 +39,7 @@ from hawser.mqtt import (
     Unsubscribe,
     Will,
 )
+from tests.paho import paho_properties
 
 V311, V5 = ProtocolVersion.V311, ProtocolVersion.V5
 TIMEOUT = 10.0
@@ -105,13 +105,6 @@ async def serving() -> AsyncIterator[tuple[Recorder, int]]:
     finally:
         server.close()
         await server.wait_closed()
-
-
-def paho_properties(packet_type: int, **values: object) -> PahoProperties:
-    props = PahoProperties(packet_type)  # type: ignore[no-untyped-call]
-    for name, value in values.items():
-        setattr(props, name, value)
-    return props
 
 
 def run_paho(port: int, version: ProtocolVersion, pinged: threading.Event) -> list[paho.MQTTMessage]:
