@@ -255,7 +255,7 @@ class DeviceSession:
 
     def _acknowledge(self, packet_id: int, reason: Reason, detail: str | None) -> None:
         if not reason.is_error:
-            self._stream.send(PubAck(packet_id))
+            self._stream.acknowledge(packet_id)
         elif self._version is ProtocolVersion.V5:
             # A client that asked for no problem information gets none: the state machine strips it.
             properties = Properties(reason_string=detail) if detail else NO_PROPERTIES

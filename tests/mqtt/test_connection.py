@@ -128,6 +128,10 @@ def test_publish_qos1_inflight_and_puback(version: ProtocolVersion) -> None:
     assert server.inflight == 1
     assert client.send(Publish("temp", b"23", 1, packet_id=1)) == [Publish("temp", b"23", 1, packet_id=1)]
     assert server.inflight == 2
+    # The hot path's shortcut is the same acknowledgement, byte for byte, with the same bookkeeping.
+    assert server.acknowledge(2) == encode(PubAck(2), version)
+    assert client.receive(server.acknowledge(1)) == [PubAck(1)]
+    assert server.inflight == 0
 
 
 def test_receive_maximum_exceeded_v5() -> None:
