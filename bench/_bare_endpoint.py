@@ -56,8 +56,7 @@ def build(bootstrap: str, topic: str) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5,
-                                max_batch_size=256 * 1024)  # as Hawser's producer
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
         await producer.start()
         producers.append(producer)
         try:

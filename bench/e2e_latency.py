@@ -185,8 +185,7 @@ async def through_kafka_alone(bootstrap: str, rate: int, seconds: int, devices: 
     headers = static_headers()
     keys = [f"{h.APP}/{name}".encode() for name in ([h.DEVICE] + [f"{h.DEVICE}-{n}" for n in range(1, devices)])]
     await asyncio.to_thread(h.create_topic, bootstrap, topic)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5,
-                                max_batch_size=256 * 1024)  # as Hawser's producer
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="latest")
     await producer.start()
     await consumer.start()

@@ -91,8 +91,8 @@ class KafkaServer(Server):
                     "-XX:+UseSerialGC",
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
+                    # As one argument: an id starting with "-" (one in 64) would read as an option.
+                    f"--cluster-id={cluster_id}",
                     "-c",
                     str(props),
                 ],

@@ -8,8 +8,12 @@ producer's: idempotence (sequence numbers are given as batches are drained), ret
 
 Rules kept here: a record's future settles only with its batch's acknowledgement (or its error);
 records keep their order per partition (one batch is open per partition, and closed batches are
-handed over by one task per partition, in order); a batch is closed when full or `linger_s` after
-its first record. Nothing here creates topics or knows CloudEvents.
+handed over by one task per partition, in order). When is a batch closed: when full; at the end of
+the event-loop iteration that opened it if nothing of its partition is in flight (so a lone record
+waits for nothing); otherwise when the batch in flight is acknowledged, or `linger_s` after its first
+record, whichever comes first. So batches grow with the load and add no latency without it (a
+fixed linger made every record of a quiet partition wait it out). Nothing here creates topics or
+knows CloudEvents.
 """
 
 from __future__ import annotations
@@ -29,14 +33,17 @@ class _Partition:
     """The open batch of one topic-partition, the closed ones waiting to be handed over, and the task
     handing them over."""
 
-    __slots__ = ("builder", "closed", "futures", "partition", "shipper", "timer", "topic")
+    __slots__ = ("builder", "closed", "futures", "inflight", "partition", "shipper", "timer", "topic")
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
         self.partition = partition
         self.builder: Any = None
         self.futures: list[asyncio.Future[None]] = []
-        self.timer: asyncio.TimerHandle | None = None
+        #: When the open batch closes by itself: at the end of this loop iteration, or at its linger.
+        self.timer: asyncio.Handle | None = None
+        #: Batches handed over and not yet acknowledged (or failed).
+        self.inflight = 0
         self.closed: deque[tuple[Any, list[asyncio.Future[None]]]] = deque()
         self.shipper: asyncio.Task[None] | None = None
 
@@ -76,7 +83,10 @@ class Batcher:
     def _open(self, slot: _Partition, loop: asyncio.AbstractEventLoop) -> None:
         slot.builder = self._producer.create_batch()
         slot.futures = []
-        slot.timer = loop.call_later(self._linger_s, self._close, slot)
+        if slot.inflight or slot.closed:
+            slot.timer = loop.call_later(self._linger_s, self._close, slot)
+        else:
+            slot.timer = loop.call_soon(self._close, slot)
 
     def _close(self, slot: _Partition) -> None:
         """Hand the open batch of `slot` to its shipper (started if idle)."""
@@ -108,9 +118,17 @@ class Batcher:
                 except asyncio.CancelledError:
                     _settle(futures, ConnectionError("the Kafka bus was closed"))
                     raise
-                delivery.add_done_callback(lambda done, futures=futures: _settled(done, futures))
+                slot.inflight += 1
+                delivery.add_done_callback(lambda done, futures=futures: self._acknowledged(slot, done, futures))
         finally:
             slot.shipper = None
+
+    def _acknowledged(self, slot: _Partition, delivery: asyncio.Future[Any],
+                      futures: list[asyncio.Future[None]]) -> None:
+        slot.inflight -= 1
+        _settled(delivery, futures)
+        if not slot.inflight and slot.futures:
+            self._close(slot)  # what gathered while the pipe was busy goes now
 
     async def aclose(self) -> None:
         """Hand over every open batch and wait until aiokafka holds them all (the producer's own
