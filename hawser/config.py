@@ -26,8 +26,9 @@ class BusSettings(BaseModel):
     partitions: int = Field(default=3, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
     linger_ms: int = Field(default=5, ge=0, le=1000)
-    #: Largest batch of records the Kafka producer sends to one partition at a time.
-    kafka_max_batch_bytes: int = Field(default=256 * 1024, ge=16 * 1024, le=16 * 1024 * 1024)
+    #: Largest batch of records the Kafka producer sends to one partition at a time. At most 1 MiB:
+    #: a broker with default settings refuses larger batches, which would stall the partition.
+    kafka_max_batch_bytes: int = Field(default=256 * 1024, ge=16 * 1024, le=1024 * 1024)
     #: How long a send may wait for the bus before the device is told to come back later.
     send_timeout_s: float = Field(default=10.0, gt=0)
 

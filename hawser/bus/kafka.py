@@ -16,6 +16,7 @@ client anything of the internals: the cause is chained and logged.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -28,7 +29,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, for_code
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from hawser._resources import Startable
-from hawser.bus._kafka_batches import Batcher
+from hawser.bus._kafka_batches import BATCH_OVERHEAD, Batcher
 from hawser.bus._kafka_consumer import UNAVAILABLE, KafkaSubscription, open_subscription
 from hawser.bus.base import Subscription
 from hawser.errors import BusUnavailable, UnknownTopic
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 
 _NO_ERROR, _UNKNOWN_TOPIC, _TOPIC_EXISTS = 0, 3, 36
 _POLL_S = 0.05
+#: The largest record batch sent: aiokafka's default `max_request_size`, under the broker's default
+#: `message.max.bytes` (1 MiB + 12). Larger batches (`max_batch_bytes`) need a broker allowing them.
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 class KeyPartitioner:
@@ -91,6 +95,8 @@ class KafkaBus(Startable):
         self._routes: dict[str, list[int]] = {}  # topic -> its partitions, for the partitioner
         self._batcher: Batcher = None  # type: ignore[assignment]  # made with the producer, in start()
         self._subscriptions: set[KafkaSubscription] = set()
+        #: topic -> whether the broker no longer has it, while one failed send asks for all of them.
+        self._gone_checks: dict[str, asyncio.Future[bool]] = {}
         self._closed = False
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -120,7 +126,9 @@ class KafkaBus(Startable):
             log.error("cannot reach Kafka at %s", self.bootstrap, exc_info=exc)
             raise BusUnavailable(UNAVAILABLE, retry_after=self._retry_after) from exc
         self._producer, self._admin_client = producer, admin
-        self._batcher = Batcher(producer, linger_s=self._linger_ms / 1000, partitioner=KeyPartitioner())
+        self._batcher = Batcher(producer, linger_s=self._linger_ms / 1000, partitioner=KeyPartitioner(),
+                                give_up_s=self._timeout,
+                                max_record_bytes=max(MAX_REQUEST_BYTES, self._max_batch_bytes + BATCH_OVERHEAD))
 
     async def aclose(self) -> None:
         if self._closed:
@@ -200,6 +208,8 @@ class KafkaBus(Startable):
             for _name, code in response.topic_error_codes:
                 if code not in (_NO_ERROR, _UNKNOWN_TOPIC):
                     raise for_code(code)()
+            if self._producer is not None:  # records not handed to aiokafka yet will not be written
+                self._batcher.forget(topic, UnknownTopic(f"no topic {topic!r} on the event bus"))
             while True:  # deletion is asynchronous in the broker; wait until the topic is gone
                 (described,) = await self._admin().describe_topics([topic])
                 if described["error_code"] == _UNKNOWN_TOPIC:
@@ -215,6 +225,7 @@ class KafkaBus(Startable):
         self._check_open()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
+        appended = False
         try:
             partitions = self._routes.get(topic)
             if partitions is None:
@@ -223,16 +234,20 @@ class KafkaBus(Startable):
                 partitions = self._routes[topic] = list(range(count))
             # Appended to this partition's open batch; settles with the batch's acknowledgement. A
             # caller that gives up (deadline, or gone) only stops waiting: the record is still
-            # delivered when Kafka can.
+            # delivered when Kafka can, unless its batch was still waiting to be handed over when
+            # every sender in it had given up (hawser/bus/_kafka_batches.py).
             delivery = self._batcher.append(topic, partitions, key.encode(), event.data, event.kafka_headers())
+            appended = True
             self._deadlines.add(deadline, delivery)
             await delivery
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # KafkaError, TimeoutError, or aiokafka refusing a vanished partition
             self._routes.pop(topic, None)
-            if topic in self._known and producer.client.cluster.partitions_for_topic(topic) is None:
-                # The producer's metadata (refreshed on the error) lost the topic: deleted elsewhere?
+            if appended and producer.client.cluster.partitions_for_topic(topic) is None:
+                # The topic was there when the record was appended, and the producer's metadata
+                # (refreshed on the error) lost it since: deleted elsewhere? The records of a deleted
+                # topic fail in waves (deadlines, batches given up, batches refused), each asks.
                 await self._raise_if_gone(topic, exc)
             if isinstance(exc, UnknownTopic | BusUnavailable):
                 raise
@@ -265,16 +280,35 @@ class KafkaBus(Startable):
             raise BusUnavailable("the event bus is closed", retry_after=self._retry_after)
 
     async def _raise_if_gone(self, topic: str, cause: BaseException) -> None:
-        """`UnknownTopic` if the broker answers (within a second) that it has no `topic`."""
+        """`UnknownTopic` if the broker answers (within a second) that it has no `topic`. The records
+        of a batch fail together: one question answers all their senders."""
+        check = self._gone_checks.get(topic)
+        if check is not None:
+            gone = await asyncio.shield(check)
+        else:
+            check = self._gone_checks[topic] = asyncio.get_running_loop().create_future()
+            gone = False
+            try:
+                gone = await self._is_gone(topic)
+            finally:  # even if this sender is cancelled: the others wait for the answer
+                del self._gone_checks[topic]
+                check.set_result(gone)
+        if gone:
+            raise UnknownTopic(f"no topic {topic!r} on the event bus") from cause
+
+    async def _is_gone(self, topic: str) -> bool:
         self._known.pop(topic, None)
         self._routes.pop(topic, None)
         try:
             async with asyncio.timeout(1.0):
                 await self._describe(topic)
         except UnknownTopic as gone:
-            raise gone from cause
+            if self._producer is not None:  # what is still waiting to be handed over fails now
+                self._batcher.forget(topic, gone)
+            return True
         except (BusUnavailable, TimeoutError):
             pass
+        return False
 
     def _admin(self) -> Any:
         if self._admin_client is None:
@@ -294,19 +328,34 @@ class KafkaBus(Startable):
 
 class _Deadlines:
     """Fails each waiter with TimeoutError at its deadline, with one timer for them all. Every send has
-    the same timeout, so deadlines arrive in the order they are added: a FIFO whose head holds the
-    next one to expire. Settled waiters are dropped from the head as new ones come (acknowledgements
-    come roughly in order too), so the queue holds about what is in flight."""
+    the same timeout, so deadlines mostly arrive in the order they are added: a queue sorted by
+    deadline whose head holds the next one to expire (a send that first waited for its topic's
+    partitions comes with an earlier deadline, and is put in its place). Settled waiters are dropped
+    from the head as new ones come (acknowledgements come roughly in order too), and all at once
+    when the queue doubled since (one partition slow to answer holds the head), so the queue holds
+    about what is in flight, at most twice."""
+
+    _COMPACT_MIN = 1024
 
     def __init__(self) -> None:
         self._queue: collections.deque[tuple[float, asyncio.Future[None]]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._compact_at = self._COMPACT_MIN
 
     def add(self, deadline: float, waiter: asyncio.Future[None]) -> None:
         queue = self._queue
         while queue and queue[0][1].done():
             queue.popleft()
-        queue.append((deadline, waiter))
+        if len(queue) >= self._compact_at:
+            queue = self._queue = collections.deque(entry for entry in queue if not entry[1].done())
+            self._compact_at = max(self._COMPACT_MIN, 2 * len(queue))
+        if queue and deadline < queue[-1][0]:
+            bisect.insort(queue, (deadline, waiter), key=_deadline_of)
+            if queue[0][1] is waiter and self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        else:
+            queue.append((deadline, waiter))
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_at(queue[0][0], self._expire)
 
@@ -330,3 +379,7 @@ class _Deadlines:
             _, waiter = self._queue.popleft()
             if not waiter.done():
                 waiter.set_exception(TimeoutError())
+
+
+def _deadline_of(entry: tuple[float, asyncio.Future[None]]) -> float:
+    return entry[0]

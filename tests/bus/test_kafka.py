@@ -15,8 +15,8 @@ from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
 
-from hawser.bus.kafka import KafkaBus
-from hawser.errors import BusUnavailable
+from hawser.bus.kafka import KafkaBus, _Deadlines
+from hawser.errors import BusUnavailable, UnknownTopic
 from hawser.events import CloudEvent, EventOrigin, new_event
 from tests.bus.test_contract import KEYS, event, take
 
@@ -39,6 +39,17 @@ async def read_all_ids(bootstrap: str, topic: str, partitions: int, wanted: set[
     finally:
         await consumer.stop()
     return seen
+
+
+async def count_records(bootstrap: str, topic: str, partitions: int) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends, starts = await consumer.end_offsets(tps), await consumer.beginning_offsets(tps)
+    finally:
+        await consumer.stop()
+    return sum(int(ends[tp]) - int(starts[tp]) for tp in tps)
 
 
 @pytest.mark.kafka
@@ -83,6 +94,32 @@ async def test_sends_fail_within_the_timeout_while_the_broker_is_down_then_recov
             await send(n)
     assert len(acknowledged) == 25
     assert set(acknowledged) <= await read_all_ids(kafka.bootstrap, topic, 3, set(acknowledged))
+
+
+@pytest.mark.kafka
+async def test_closing_while_the_broker_is_down_fails_every_queued_record_and_leaves_no_task(
+    kafka: Any, topic: str
+) -> None:
+    """Batches queued for every partition (one in flight, one in aiokafka's queue, the rest waiting to be
+    handed over) when the bus closes without its broker: `aclose` gives up within its bound, each send
+    is told `BusUnavailable`, and no shipper task is left behind (checked by the suite's fixture)."""
+    bus = KafkaBus(kafka.bootstrap, partitions=3, send_timeout_s=SEND_TIMEOUT_S, max_batch_bytes=4096)
+    await bus.start()
+    try:
+        await bus.ensure_topic(topic)
+        await bus.send(topic, event(0), KEYS[0])
+        await asyncio.to_thread(kafka.stop)
+        events = [event(n, data=b'{"pad": "%s"}' % (b"x" * 1000)) for n in range(60)]
+        sends = asyncio.gather(*(bus.send(topic, e, KEYS[n % len(KEYS)]) for n, e in enumerate(events)),
+                               return_exceptions=True)
+        await asyncio.sleep(0.5)
+        async with asyncio.timeout(2 * SEND_TIMEOUT_S + 1.0):
+            await bus.aclose()
+        outcomes = await sends
+        assert all(isinstance(outcome, BusUnavailable) for outcome in outcomes), outcomes
+    finally:
+        await bus.aclose()
+        await asyncio.to_thread(kafka.start)
 
 
 async def test_start_reports_an_unreachable_broker(unused_tcp_port: int) -> None:
@@ -189,3 +226,80 @@ async def test_concurrent_sends_filling_many_small_batches_keep_every_event_and_
         if key == KEYS[0]:
             expected.append(big.id)
         assert [d.event.id for d in got if d.key == key] == expected, key
+
+
+@pytest.mark.kafka
+async def test_an_oversize_record_fails_alone_and_its_partition_keeps_working(kafka_bootstrap: str, topic: str) -> None:
+    """The broker refuses a batch over its `message.max.bytes` after the idempotent producer gave the
+    batch its sequence numbers, and then refuses every later batch of that partition as out of order,
+    for the life of the producer. aiokafka's `send` refused such a record before queueing it (over its
+    `max_request_size`); batching ourselves, we must too."""
+    async with KafkaBus(kafka_bootstrap, partitions=1, send_timeout_s=SEND_TIMEOUT_S) as bus:
+        await bus.ensure_topic(topic)
+        await bus.send(topic, event(0), KEYS[0])
+        with pytest.raises(BusUnavailable):
+            await bus.send(topic, event(1, data=b"x" * 1_100_000), KEYS[0])
+        for n in range(2, 5):
+            await bus.send(topic, event(n), KEYS[0])
+    assert await count_records(kafka_bootstrap, topic, 1) == 4
+
+
+@pytest.mark.kafka
+async def test_sends_to_a_topic_deleted_elsewhere_fail_as_unknown_and_never_reach_its_successor(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    """Another instance deleted the application's topic; this one still knows its partitions, so its
+    records go to batches the broker no longer takes. Every such send fails as `UnknownTopic` (not only
+    the first to ask), and none of these records, each reported failed, is written later into a new
+    topic of the same name: batches queued behind the refused one were handed over one send timeout
+    after another, into the new application's topic once it existed."""
+    events = [event(n, data=b'{"pad": "%s"}' % (b"x" * 1000)) for n in range(40)]
+    async with KafkaBus(kafka_bootstrap, partitions=1) as elsewhere, \
+            KafkaBus(kafka_bootstrap, partitions=1, send_timeout_s=SEND_TIMEOUT_S, max_batch_bytes=4096) as bus:
+        await elsewhere.ensure_topic(topic)
+        await bus.send(topic, event(0), KEYS[0])
+        await elsewhere.delete_topic(topic)
+        sends = asyncio.gather(*(bus.send(topic, e, KEYS[0]) for e in events), return_exceptions=True)
+        await asyncio.sleep(SEND_TIMEOUT_S + 1.0)
+        await elsewhere.ensure_topic(topic)  # a new application of the same name
+        outcomes = await sends
+        await asyncio.sleep(2 * SEND_TIMEOUT_S)
+        assert await count_records(kafka_bootstrap, topic, 1) == 0
+        assert all(isinstance(outcome, UnknownTopic) for outcome in outcomes), [
+            (outcome, getattr(outcome, "__cause__", None)) for outcome in outcomes
+            if not isinstance(outcome, UnknownTopic)]
+        await bus.send(topic, event(1), KEYS[0])  # the new topic works for the same bus
+    assert await count_records(kafka_bootstrap, topic, 1) == 1
+
+
+async def test_a_deadline_earlier_than_those_queued_expires_on_time() -> None:
+    """A send that first waited for its topic's partitions queues its deadline after later ones; it
+    still expires at its own (a send never waits longer than the send timeout)."""
+    deadlines = _Deadlines()
+    loop = asyncio.get_running_loop()
+    late: asyncio.Future[None] = loop.create_future()
+    early: asyncio.Future[None] = loop.create_future()
+    deadlines.add(loop.time() + 5.0, late)
+    deadlines.add(loop.time() + 0.05, early)
+    await asyncio.sleep(0.3)
+    assert early.done()
+    assert isinstance(early.exception(), TimeoutError)
+    assert not late.done()
+    deadlines.close()
+    assert isinstance(late.exception(), TimeoutError)
+
+
+async def test_settled_waiters_behind_a_pending_one_are_not_kept() -> None:
+    """One record slow to be acknowledged (a partition without its leader) holds the head of the queue
+    for the whole send timeout: the waiters settled behind it are dropped all the same."""
+    deadlines = _Deadlines()
+    loop = asyncio.get_running_loop()
+    slow: asyncio.Future[None] = loop.create_future()
+    deadlines.add(loop.time() + 60, slow)
+    for _ in range(100_000):
+        acknowledged: asyncio.Future[None] = loop.create_future()
+        deadlines.add(loop.time() + 60, acknowledged)
+        acknowledged.set_result(None)
+    assert len(deadlines._queue) <= 2 * _Deadlines._COMPACT_MIN
+    deadlines.close()
+    assert isinstance(slow.exception(), TimeoutError)
