@@ -15,7 +15,8 @@ from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, to_binary
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent as SdkEvent
 
-from hawser.bus.kafka import KafkaBus, _Deadlines
+from hawser.bus._kafka_send import Deadlines
+from hawser.bus.kafka import KafkaBus
 from hawser.errors import BusUnavailable, UnknownTopic
 from hawser.events import CloudEvent, EventOrigin, new_event
 from tests.bus.test_contract import KEYS, event, take
@@ -275,7 +276,7 @@ async def test_sends_to_a_topic_deleted_elsewhere_fail_as_unknown_and_never_reac
 async def test_a_deadline_earlier_than_those_queued_expires_on_time() -> None:
     """A send that first waited for its topic's partitions queues its deadline after later ones; it
     still expires at its own (a send never waits longer than the send timeout)."""
-    deadlines = _Deadlines()
+    deadlines = Deadlines()
     loop = asyncio.get_running_loop()
     late: asyncio.Future[None] = loop.create_future()
     early: asyncio.Future[None] = loop.create_future()
@@ -292,7 +293,7 @@ async def test_a_deadline_earlier_than_those_queued_expires_on_time() -> None:
 async def test_settled_waiters_behind_a_pending_one_are_not_kept() -> None:
     """One record slow to be acknowledged (a partition without its leader) holds the head of the queue
     for the whole send timeout: the waiters settled behind it are dropped all the same."""
-    deadlines = _Deadlines()
+    deadlines = Deadlines()
     loop = asyncio.get_running_loop()
     slow: asyncio.Future[None] = loop.create_future()
     deadlines.add(loop.time() + 60, slow)
@@ -300,6 +301,6 @@ async def test_settled_waiters_behind_a_pending_one_are_not_kept() -> None:
         acknowledged: asyncio.Future[None] = loop.create_future()
         deadlines.add(loop.time() + 60, acknowledged)
         acknowledged.set_result(None)
-    assert len(deadlines._queue) <= 2 * _Deadlines._COMPACT_MIN
+    assert len(deadlines._queue) <= 2 * Deadlines._COMPACT_MIN
     deadlines.close()
     assert isinstance(slow.exception(), TimeoutError)
