@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,58 @@ from tests.helpers import eventually, unique_name
 BUFFER = 4
 
 
+async def publish_event(store: RegistryStore, bus: EventBus, app: str, device: str, data: bytes = b'{"n": 0}', *,
+                        channel: str = "telemetry", content_type: str | None = "application/json") -> str:
+    """Send a device event of `app` straight to the bus (with the app's real uid: the integrations
+    check it); returns its id."""
+    info = await store.get_application_info(app)
+    origin = EventOrigin(app, info.uid if info else f"uid-{app}", device, f"uid-{device}", device, f"uid-{device}")
+    event = new_event(origin, channel=channel, data=data, instance="test", content_type=content_type)
+    await bus.send(events_topic(app), event, key=partition_key(app, device))
+    return event.id
+
+
+@dataclass(frozen=True)
+class Tenants:
+    """Apps `a` (alice admin, carol reader) and `b` (bob admin); tokens `alice`, `bob`, `carol`,
+    `root` (superuser), `alice-b` (alice's, scoped to app b)."""
+
+    a: str
+    b: str
+    tokens: dict[str, str]
+
+
+async def seed_tenants(store: RegistryStore) -> Tenants:
+    a, b = unique_name("a"), unique_name("b")
+    await store.create_application(ApplicationDocument(metadata=Metadata(name=a)), creator="alice")
+    await store.create_application(ApplicationDocument(metadata=Metadata(name=b)), creator="bob")
+    await store.set_members(a, {"alice": Role.ADMIN, "carol": Role.READER})
+    tokens = {
+        "alice": await _token(store, "alice"),
+        "bob": await _token(store, "bob"),
+        "carol": await _token(store, "carol"),
+        "root": await _token(store, "root", superuser=True),
+        "alice-b": await _token(store, "alice", scopes=frozenset({b})),
+    }
+    return Tenants(a, b, tokens)
+
+
+@asynccontextmanager
+async def running_bus(kind: str, tmp_path: Path, kafka_bootstrap: str | None = None) -> AsyncIterator[EventBus]:
+    """A started bus: the embedded log under `tmp_path`, or Kafka."""
+    bus: EventBus
+    if kind == "kafka":
+        assert kafka_bootstrap is not None
+        bus = KafkaBus(kafka_bootstrap, client_id=unique_name("integration-test"))
+    else:
+        bus = EmbeddedBus(tmp_path / "events.db")
+    await bus.start()
+    try:
+        yield bus
+    finally:
+        await bus.aclose()
+
+
 def open_sockets() -> float:
     return REGISTRY.get_sample_value("hawser_websocket_sockets") or 0.0
 
@@ -48,12 +101,7 @@ class Api:
         return f"{self.url}/api/integration/v1/apps/{app}/events" + (f"?{query}" if query else "")
 
     async def publish(self, app: str, device: str, data: bytes = b'{"n": 0}', channel: str = "telemetry") -> str:
-        info = await self.store.get_application_info(app)  # the socket checks the uid of each event
-        origin = EventOrigin(app, info.uid if info else f"uid-{app}", device, f"uid-{device}", device, f"uid-{device}")
-        event = new_event(origin, channel=channel, data=data, instance="test",
-                          content_type="application/json")
-        await self.bus.send(events_topic(app), event, key=partition_key(app, device))
-        return event.id
+        return await publish_event(self.store, self.bus, app, device, data, channel=channel)
 
 
 async def _token(store: RegistryStore, user: str, *, superuser: bool = False,
@@ -80,40 +128,23 @@ async def _serve(app: Starlette) -> tuple[uvicorn.Server, asyncio.Task[None], in
 @pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
 async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventBus]:
     """Each WebSocket test runs on the embedded log and on Kafka."""
-    if request.param == "kafka":
-        bootstrap: str = request.getfixturevalue("kafka_bootstrap")
-        real: EventBus = KafkaBus(bootstrap, client_id=unique_name("ws-test"))
-    else:
-        real = EmbeddedBus(tmp_path / "events.db")
-    await real.start()
-    try:
+    bootstrap = request.getfixturevalue("kafka_bootstrap") if request.param == "kafka" else None
+    async with running_bus(request.param, tmp_path, bootstrap) as real:
         yield real
-    finally:
-        await real.aclose()
 
 
 @pytest.fixture
 async def api(tmp_path: Path, bus: EventBus) -> AsyncIterator[Api]:
     """Fresh apps `a` (alice admin, carol reader) and `b` (bob admin); tokens: `alice`, `bob`,
     `carol`, `root` (superuser), `alice-b` (alice's token scoped to app b)."""
-    a, b = unique_name("a"), unique_name("b")
     store = await RegistryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}", bus=bus)
     try:
-        await store.create_application(ApplicationDocument(metadata=Metadata(name=a)), creator="alice")
-        await store.create_application(ApplicationDocument(metadata=Metadata(name=b)), creator="bob")
-        await store.set_members(a, {"alice": Role.ADMIN, "carol": Role.READER})
-        tokens = {
-            "alice": await _token(store, "alice"),
-            "bob": await _token(store, "bob"),
-            "carol": await _token(store, "carol"),
-            "root": await _token(store, "root", superuser=True),
-            "alice-b": await _token(store, "alice", scopes=frozenset({b})),
-        }
+        tenants = await seed_tenants(store)
         app = Starlette(routes=routes(bus, store, AccessTokenAuthenticator(store), buffer=BUFFER),
                         exception_handlers=exception_handlers(API_STATUS))  # type: ignore[arg-type]
         server, task, port = await _serve(app)
         try:
-            yield Api(f"ws://127.0.0.1:{port}", a, b, bus, store, tokens)
+            yield Api(f"ws://127.0.0.1:{port}", tenants.a, tenants.b, bus, store, tenants.tokens)
         finally:
             server.should_exit = True
             await asyncio.wait_for(task, 15)

@@ -23,12 +23,12 @@ from integration import _mqtt_flow
 from integration._mqtt_events import STRUCTURED_CONTENT_TYPE
 from integration.mqtt import MAX_OPEN_SUBSCRIPTIONS
 from tests.helpers import eventually, unique_name
+from tests.integration.conftest import running_bus
 from tests.integration.test_mqtt_support import (
     Integration,
     app_client,
     open_connections,
     open_subscriptions,
-    running_bus,
     serve_integration,
 )
 from tests.mqtt_raw import RawClient

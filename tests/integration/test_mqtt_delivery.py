@@ -18,12 +18,12 @@ from hawser.events import EventOrigin, events_topic, new_event, partition_key
 from hawser.mqtt.packets import ConnAck, Properties, PubAck, Publish, Reason, SubAck
 from registry.documents import ApplicationDocument, Metadata
 from tests.helpers import eventually
+from tests.integration.conftest import running_bus
 from tests.integration.test_mqtt_support import (
     INFLIGHT,
     Integration,
     app_client,
     open_subscriptions,
-    running_bus,
     serve_integration,
 )
 from tests.mqtt_raw import RawClient

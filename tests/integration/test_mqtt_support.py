@@ -14,18 +14,13 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from auth.tokens import AccessTokenAuthenticator
-from hawser.access import Role
 from hawser.bus import EventBus
-from hawser.bus.embedded import EmbeddedBus
-from hawser.bus.kafka import KafkaBus
 from hawser.config import MqttIntegrationSettings
-from hawser.events import EventOrigin, events_topic, new_event, partition_key
 from hawser.mqtt.stream import start_listener
 from integration.mqtt import MqttIntegration
-from registry.documents import ApplicationDocument, Metadata
 from registry.store import RegistryStore
 from tests.helpers import unique_name
-from tests.integration.conftest import _token
+from tests.integration.conftest import publish_event, seed_tenants
 from tests.paho import V5, Paho, paho_client
 
 #: Small windows so that the tests reach the bounds quickly.
@@ -59,51 +54,22 @@ class Integration:
 
     async def publish(self, app: str, device: str, data: bytes = b'{"n": 0}', *, channel: str = "telemetry",
                       content_type: str | None = "application/json") -> str:
-        info = await self.store.get_application_info(app)
-        uid = info.uid if info else f"uid-{app}"
-        origin = EventOrigin(app, uid, device, f"uid-{device}", device, f"uid-{device}")
-        event = new_event(origin, channel=channel, data=data, instance="test", content_type=content_type)
-        await self.bus.send(events_topic(app), event, key=partition_key(app, device))
-        return event.id
-
-
-@asynccontextmanager
-async def running_bus(kind: str, tmp_path: Path, kafka_bootstrap: str | None = None) -> AsyncIterator[EventBus]:
-    bus: EventBus
-    if kind == "kafka":
-        assert kafka_bootstrap is not None
-        bus = KafkaBus(kafka_bootstrap, client_id=unique_name("mqtt-int"))
-    else:
-        bus = EmbeddedBus(tmp_path / "events.db")
-    await bus.start()
-    try:
-        yield bus
-    finally:
-        await bus.aclose()
+        return await publish_event(self.store, self.bus, app, device, data, channel=channel,
+                                   content_type=content_type)
 
 
 @asynccontextmanager
 async def serve_integration(tmp_path: Path, bus: EventBus, **settings: Any) -> AsyncIterator[Integration]:
-    a, b = unique_name("a"), unique_name("b")
     store = await RegistryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}", bus=bus)
     try:
-        await store.create_application(ApplicationDocument(metadata=Metadata(name=a)), creator="alice")
-        await store.create_application(ApplicationDocument(metadata=Metadata(name=b)), creator="bob")
-        await store.set_members(a, {"alice": Role.ADMIN, "carol": Role.READER})
-        tokens = {
-            "alice": await _token(store, "alice"),
-            "bob": await _token(store, "bob"),
-            "carol": await _token(store, "carol"),
-            "root": await _token(store, "root", superuser=True),
-            "alice-b": await _token(store, "alice", scopes=frozenset({b})),
-        }
+        tenants = await seed_tenants(store)
         config = MqttIntegrationSettings(host="127.0.0.1", port=0, inflight=INFLIGHT,
                                          write_buffer_bytes=WRITE_BUFFER, **settings)
         integration = MqttIntegration(bus, store, AccessTokenAuthenticator(store), config)
         listener = await start_listener(integration.handle, "127.0.0.1", 0, limits=integration.limits,
                                         name="mqtt-integration-test")
         try:
-            yield Integration(listener.port, a, b, bus, store, tokens)
+            yield Integration(listener.port, tenants.a, tenants.b, bus, store, tenants.tokens)
         finally:
             await listener.aclose(drain_s=5)
     finally:
