@@ -216,9 +216,7 @@ class KafkaBus(Startable):
             appended = True
             self._deadlines.add(deadline, delivery)
             await delivery
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # KafkaError, TimeoutError, or aiokafka refusing a vanished partition
+        except Exception as exc:  # KafkaError, TimeoutError, aiokafka refusing a vanished partition
             self._routes.pop(topic, None)
             if appended and producer.client.cluster.partitions_for_topic(topic) is None:
                 # The topic was there when the record was appended, and the producer's metadata
