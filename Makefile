@@ -18,6 +18,7 @@ help:
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || { bash scripts/ensure-python.sh $(PYTHON) && $(PYTHON) -m venv $(VENV); }
+	@bash scripts/provision.sh build-deps
 	@echo "installing Hawser and its dependencies into $(VENV) (log: $(VENV)/install.log)"
 	@{ $(BIN)/python -m pip install --disable-pip-version-check --upgrade pip \
 	   && $(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]'; } > $(VENV)/install.log 2>&1 \

@@ -133,6 +133,34 @@ class DeviceAuthenticator:
             verified = await self._verify_shared(key, credentials)
         else:
             _CACHE_HIT.inc()
+        return await self._admit(verified, as_device)
+
+    async def authenticate_identity(self, application: str, device: str, as_device: str | None = None) -> AuthOutcome:
+        """The outcome for a device whose transport verified who it is already (DTLS with its
+        pre-shared key; client certificates later): no password to check, but the application and
+        the device must exist and be enabled, and a device published for must list it as a gateway.
+        Cached like verified passwords and dropped on the same registry changes. Raises what
+        `authenticate` raises."""
+        # A NUL first: never the start of a password key (those begin with a length).
+        key = hmac.digest(self._key, f"\0{len(application)}:{application}{device}".encode(), hashlib.sha256)
+        verified = self._verified.get(key)
+        if verified is None:
+            _CACHE_MISS.inc()
+            epoch = self._epoch
+            app = await self._directory.get_application_info(application)
+            found = await self._directory.get_device_info(application, device) if app is not None else None
+            if app is None or found is None:
+                AUTH_FAILURES.labels("bad-credentials").inc()
+                raise BadCredentials()
+            verified = (app, found, AuthOutcome(app, found, found))
+            if epoch == self._epoch:
+                self._verified.put(key, app.name, found.name, verified)
+        else:
+            _CACHE_HIT.inc()
+        return await self._admit(verified, as_device)
+
+    async def _admit(self, verified: _Verified, as_device: str | None) -> AuthOutcome:
+        """Refuse disabled applications and devices, and resolve the device published for."""
         app, device, own = verified
         if app.disabled:
             AUTH_FAILURES.labels("application-disabled").inc()

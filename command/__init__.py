@@ -5,5 +5,15 @@ the command REST API and the router that hands each command to a session come la
 from __future__ import annotations
 
 from command.sessions import Command, CommandSink, DeviceSessions, InboxFilter, InboxScope, inbox_topic
+from command.waiter import CommandWaiter, wait_for_command
 
-__all__ = ["Command", "CommandSink", "DeviceSessions", "InboxFilter", "InboxScope", "inbox_topic"]
+__all__ = [
+    "Command",
+    "CommandSink",
+    "CommandWaiter",
+    "DeviceSessions",
+    "InboxFilter",
+    "InboxScope",
+    "inbox_topic",
+    "wait_for_command",
+]

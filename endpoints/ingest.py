@@ -89,11 +89,18 @@ class Ingest:
             check_json(payload)
 
     async def publish(
-        self, outcome: AuthOutcome, uplink: Uplink, payload: bytes, extensions: Mapping[str, str] | None = None
+        self,
+        outcome: AuthOutcome,
+        uplink: Uplink,
+        payload: bytes,
+        extensions: Mapping[str, str] | None = None,
+        *,
+        time: str | None = None,
     ) -> CloudEvent:
         """Build and send the event; returns it once the bus acknowledged. Raises PayloadTooLarge,
         BadJson or BusUnavailable. The static attributes come from the outcome's cached template
-        unless `extensions` (protocol-specific attributes) are given."""
+        unless `extensions` (protocol-specific attributes) are given; `time` (RFC 3339) replaces
+        "now" when the protocol tells when the message was made (TTN)."""
         self.check_payload(payload, uplink.content_type)
         if extensions:
             app, sender, target = outcome.application, outcome.device, outcome.target
@@ -102,7 +109,8 @@ class Ingest:
         else:
             template = outcome.event_template(self.instance)
         event = template.event(
-            channel=uplink.channel, data=payload, content_type=uplink.content_type, data_schema=uplink.data_schema
+            channel=uplink.channel, data=payload, content_type=uplink.content_type, data_schema=uplink.data_schema,
+            time=time,
         )
         try:
             await self.bus.send(events_topic(outcome.application.name), event, key=event.attributes["partitionkey"])

@@ -121,7 +121,23 @@ class MqttIntegrationSettings(BaseModel):
     write_buffer_bytes: int = Field(default=256 * 1024, ge=1024)
 
 
-Service = Literal["http-endpoint", "mqtt-endpoint", "api", "mqtt-integration"]
+class CoapEndpointSettings(BaseModel):
+    """The device-facing CoAP endpoint: UDP, and DTLS with pre-shared keys."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=5683, ge=0, le=65535)
+    #: The CoAP over DTLS (PSK) port; -1 turns DTLS off.
+    dtls_port: int = Field(default=5684, ge=-1, le=65535)
+    #: Largest accepted payload in bytes, whole or reassembled from Block1 transfers (4.13 beyond).
+    max_payload_bytes: int = Field(default=64 * 1024, ge=1)
+    #: Block-wise uploads being reassembled at once; the oldest is dropped beyond this.
+    max_block_transfers: int = Field(default=256, ge=1)
+    #: DTLS sessions kept at once (each a handshake state or an open session); the least recently
+    #: used is dropped beyond this.
+    max_dtls_sessions: int = Field(default=1024, ge=1)
+
+
+Service = Literal["http-endpoint", "mqtt-endpoint", "coap-endpoint", "api", "mqtt-integration"]
 
 
 class Settings(BaseSettings):
@@ -135,7 +151,7 @@ class Settings(BaseSettings):
     #: Name of this instance, written into every event (`instance` extension).
     instance: str = Field(default_factory=socket.gethostname)
     #: Services this process runs; all by default.
-    services: tuple[Service, ...] = ("http-endpoint", "mqtt-endpoint", "api", "mqtt-integration")
+    services: tuple[Service, ...] = ("http-endpoint", "mqtt-endpoint", "coap-endpoint", "api", "mqtt-integration")
     #: If set on first start, becomes the bootstrap admin token instead of a random one.
     bootstrap_token: str = ""
     log_level: str = "INFO"
@@ -146,6 +162,7 @@ class Settings(BaseSettings):
     http: HttpEndpointSettings = HttpEndpointSettings()
     api: ApiSettings = ApiSettings()
     mqtt: MqttEndpointSettings = MqttEndpointSettings()
+    coap: CoapEndpointSettings = CoapEndpointSettings()
     mqtt_integration: MqttIntegrationSettings = MqttIntegrationSettings()
 
     def database_url(self) -> str:

@@ -221,14 +221,17 @@ class EventTemplate:
         content_type: str | None = None,
         data_schema: str | None = None,
         event_type: str = EVENT_TYPE,
+        time: str | None = None,
     ) -> CloudEvent:
+        """One event of this origin; `time` (RFC 3339) when the protocol says when the message was
+        made (TTN's `received_at`), else now."""
         attributes: dict[str, str] = {
             "specversion": SPECVERSION,
             "id": new_event_id(),
             "source": self.source,
             "type": event_type,
             "subject": channel,
-            "time": now_rfc3339(),
+            "time": time or now_rfc3339(),
         }
         if content_type:
             attributes["datacontenttype"] = content_type

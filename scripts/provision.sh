@@ -2,7 +2,9 @@
 # Provisions the real services the test-suite and benchmarks run against, idempotently:
 #   - Apache Kafka's broker jars from Maven Central, cached under $HAWSER_CACHE (default ~/.cache/hawser);
 #   - PostgreSQL's server binaries, Mosquitto (broker and clients: the MQTT tests' clients and the
-#     benchmarks' reference broker) and kcat from Debian's packages, installed only when missing.
+#     benchmarks' reference broker), libcoap's clients (libcoap3-bin) and kcat from Debian's packages,
+#     installed only when missing;
+#   - with `build-deps` only the build tools DTLSSocket's sdist needs (autoconf, automake, libtool).
 # Quiet when everything is already there; scripts/services.py starts and stops the servers themselves.
 set -euo pipefail
 
@@ -36,6 +38,20 @@ apt_install() {
     say "apt-get install $*"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
+
+# --- Build tools for the one dependency built from source -------------------------------------------------
+# DTLSSocket (tinydtls, CoAP over DTLS) ships only as an sdist whose build runs autoreconf. The Makefile
+# calls `provision.sh build-deps` before installing Python packages, so `make run` gets these too.
+build_missing=()
+for tool in autoreconf:autoconf automake:automake libtoolize:libtool make:make cc:gcc; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || build_missing+=("${tool##*:}")
+done
+if [ "${#build_missing[@]}" -gt 0 ]; then
+    apt_install "${build_missing[@]}"
+fi
+if [ "${1:-}" = "build-deps" ]; then
+    exit 0
+fi
 
 # --- Java and Maven (normally already on the machine) -------------------------------------------------
 if ! command -v java >/dev/null 2>&1; then
@@ -94,6 +110,11 @@ if [ "${#mqtt_missing[@]}" -gt 0 ]; then
         say "stopping and disabling the mosquitto system service the package started"
         as_root systemctl disable --now --quiet mosquitto || say "could not stop the mosquitto service"
     fi
+fi
+
+# --- libcoap's command-line clients (coap-client-notls / coap-client-openssl) for the CoAP tests ----------
+if ! command -v coap-client-notls >/dev/null 2>&1 || ! command -v coap-client-openssl >/dev/null 2>&1; then
+    apt_install libcoap3-bin
 fi
 
 # --- kcat (README examples and manual checks read topics with it) --------------------------------------
