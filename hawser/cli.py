@@ -7,6 +7,7 @@ API and the WebSocket integration (never of the database), so it works against a
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, get_args
@@ -154,7 +155,11 @@ def device() -> None:
 @click.option("--password", default=None, help="The device's password (user NAME@APPLICATION).")
 @click.option("--username", default=None, help="A username credential (needs --user-password).")
 @click.option("--user-password", default=None, help="The password of --username.")
+@click.option("--psk", default=None, metavar="KEY",
+              help="A pre-shared key for CoAP over DTLS (identity NAME@APPLICATION), as text.")
 @click.option("--alias", "aliases", multiple=True, help="Another name of the device (repeatable).")
+@click.option("--ttn-payload", type=click.Choice(["raw", "fields", "full"]), default=None,
+              help="What The Things Network webhooks publish for this device (spec.ttn.payload).")
 @click.option("--gateway", "gateways", multiple=True,
               help="A device allowed to publish for this one (repeatable).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A label (repeatable).")
@@ -162,8 +167,8 @@ def device() -> None:
 @pass_context
 def device_create(
     ctx: _Context, application: str, name: str, password: str | None, username: str | None,
-    user_password: str | None, aliases: tuple[str, ...], gateways: tuple[str, ...],
-    labels: tuple[str, ...], disabled: bool,
+    user_password: str | None, psk: str | None, aliases: tuple[str, ...], ttn_payload: str | None,
+    gateways: tuple[str, ...], labels: tuple[str, ...], disabled: bool,
 ) -> None:
     """Create the device NAME in APPLICATION."""
     if (username is None) != (user_password is None):
@@ -173,6 +178,11 @@ def device_create(
         credentials.append({"pass": password})
     if username is not None:
         credentials.append({"user": {"username": username, "password": user_password}})
+    if psk is not None:
+        if not psk:
+            raise click.UsageError("--psk must not be empty")
+        # The registry keeps keys as base64 of their bytes; DTLS clients take the same text (`coap-client -k`).
+        credentials.append({"psk": {"key": base64.b64encode(psk.encode()).decode("ascii")}})
     spec: dict[str, Any] = {}
     if credentials:
         spec["authentication"] = {"credentials": credentials}
@@ -180,6 +190,8 @@ def device_create(
         spec["alias"] = list(aliases)
     if gateways:
         spec["gatewaySelector"] = {"matchNames": list(gateways)}
+    if ttn_payload:
+        spec["ttn"] = {"payload": ttn_payload}
     if disabled:
         spec["core"] = {"disabled": True}
     metadata = {"name": name, "application": application, "labels": parse_labels(labels)}

@@ -69,13 +69,18 @@ def test_device_lifecycle(served: Served) -> None:
     assert ok(hawser(served, "device", "create", app, "sensor-1", "--password", "hey-rodney",
                      "--alias", "urn:sensor:1", "--label", "room=1")) == f"device sensor-1 created in {app}\n"
     ok(hawser(served, "device", "create", app, "sensor-2", "--username", "u2", "--user-password", "p2",
-              "--gateway", "sensor-1", "--disabled"))
+              "--gateway", "sensor-1", "--disabled", "--psk", "secret-psk", "--ttn-payload", "fields"))
     rows = [line.split()[0] for line in ok(hawser(served, "device", "list", app)).splitlines()]
     assert rows == ["NAME", "sensor-1", "sensor-2"]
     document = json.loads(ok(hawser(served, "device", "get", app, "sensor-2")))
     assert document["metadata"]["application"] == app
     assert document["spec"]["core"]["disabled"] is True
     assert document["spec"]["gatewaySelector"] == {"matchNames": ["sensor-1"]}
+    assert document["spec"]["ttn"] == {"payload": "fields"}
+    kinds = [next(iter(c)) for c in document["spec"]["authentication"]["credentials"]]
+    assert kinds == ["user", "psk"]
+    assert "secret-psk" not in json.dumps(document)
+    assert "c2VjcmV0LXBzaw" not in json.dumps(document)
     device_json = json.dumps(json.loads(ok(hawser(served, "device", "get", app, "sensor-1"))))
     assert "hey-rodney" not in device_json, "credentials are never shown"
     ok(hawser(served, "device", "delete", app, "sensor-2"))

@@ -15,6 +15,7 @@ from hawser.config import (
     ApiSettings,
     AuthSettings,
     BusSettings,
+    CoapEndpointSettings,
     HttpEndpointSettings,
     MqttEndpointSettings,
     MqttIntegrationSettings,
@@ -34,6 +35,7 @@ def gateway_settings(data_dir: Path, *, bootstrap: str | None = None, **bus: Any
         api=ApiSettings(host="127.0.0.1", port=0),
         mqtt=MqttEndpointSettings(host="127.0.0.1", port=0, tls_port=0, max_payload_bytes=64 * 1024),
         mqtt_integration=MqttIntegrationSettings(host="127.0.0.1", port=0, tls_port=0),
+        coap=CoapEndpointSettings(host="127.0.0.1", port=0, dtls_port=0),
         auth=TEST_AUTH,
         bus=BusSettings(kind="kafka", kafka_bootstrap=bootstrap, **bus) if bootstrap else BusSettings(**bus),
     )
