@@ -8,6 +8,9 @@ everything else (health, metrics, unknown paths) is a small Starlette app. Error
 one place, `HTTP_STATUS`; anything that is not a `HawserError` is a bug, logged with its traceback
 and answered with a generic 500. The body is read with a hard cap and never buffered past it.
 
+`/ttn/v3`, `/ttn/v2` (The Things Network's webhooks) go to `endpoints.ttn`, with this module's
+error table; they are matched only after the publish route, which stays as it is.
+
 Drogue treats the path suffix after the channel as part of the topic (`/v1/{channel}/{sub/topic}`);
 Hawser, per its design and issue 4, reads it as the device a gateway publishes for (`as-device`, the
 same as the `as` query parameter). Query `application` and `device` follow Drogue: with `device`,
@@ -27,6 +30,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from auth.devices import DeviceAuthenticator
 from endpoints.ingest import Ingest
+from endpoints.ttn import TTN_PATHS, TtnWebhooks
 from endpoints.uplink import parse_basic_auth, parse_uplink
 from hawser.config import HttpEndpointSettings
 from hawser.errors import (
@@ -105,6 +109,7 @@ class HttpEndpoint:
         self.limit = settings.max_payload_bytes
         self.state = State()
         self.state.ready = True
+        self.ttn = TtnWebhooks(ingest, authenticator, self.limit, error_response)
 
         async def ready() -> bool:
             return bool(self.state.ready)
@@ -124,6 +129,9 @@ class HttpEndpoint:
                 await send(_EMPTY_BODY)
             else:
                 await response(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope["path"] in TTN_PATHS:
+            await self.ttn(scope, receive, send)
             return
         await self.others(scope, receive, send)
 

@@ -89,6 +89,7 @@ def _credential(row: Credential) -> CredentialValue:
 
 def device_info(row: Device, credentials: Iterable[Credential]) -> DeviceInfo:
     ttn = row.spec.get("ttn")
+    lorawan = row.spec.get("lorawan")
     return DeviceInfo(
         application=row.application, name=row.name, uid=row.uid, disabled=row.disabled,
         credentials=tuple(_credential(c) for c in credentials),
@@ -96,4 +97,5 @@ def device_info(row: Device, credentials: Iterable[Credential]) -> DeviceInfo:
         gateways=gateways_of(row.spec),
         ttn=ttn if isinstance(ttn, dict) else {},
         resource_version=row.resource_version,
+        lorawan=lorawan if isinstance(lorawan, dict) else {},
     )

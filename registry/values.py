@@ -61,9 +61,11 @@ class DeviceInfo:
     aliases: tuple[str, ...] = ()
     #: Names of the gateway devices allowed to publish for this one (`spec.gatewaySelector`).
     gateways: tuple[str, ...] = ()
-    #: `spec.ttn`, kept as JSON for the TTN issue.
+    #: `spec.ttn` as JSON: `payload` (raw | fields | full) chooses what TTN webhooks publish.
     ttn: Mapping[str, object] = field(default_factory=dict)
     resource_version: str = ""
+    #: `spec.lorawan` as JSON: `ports.<f_port>.data_schema` gives TTN uplinks their dataschema (Drogue).
+    lorawan: Mapping[str, object] = field(default_factory=dict)
 
 
 ChangeKind = Literal["application", "device"]
