@@ -1,8 +1,9 @@
-"""Device-facing servers (HTTP and MQTT now; CoAP, TTN later) and `ingest`, the one pipeline all of
+"""Device-facing servers (HTTP with the TTN webhooks, MQTT and CoAP) and `ingest`, the one pipeline all of
 them call. Never imports `integration`."""
 
 from __future__ import annotations
 
+from endpoints.coap import CoapEndpoint, CoapServer, start_coap_server
 from endpoints.http import HTTP_STATUS, build_app
 from endpoints.ingest import Ingest
 from endpoints.mqtt import MqttEndpoint
@@ -10,6 +11,8 @@ from endpoints.uplink import DeviceCredentials, Uplink, parse_basic_auth, parse_
 
 __all__ = [
     "HTTP_STATUS",
+    "CoapEndpoint",
+    "CoapServer",
     "DeviceCredentials",
     "Ingest",
     "MqttEndpoint",
@@ -17,4 +20,5 @@ __all__ = [
     "build_app",
     "parse_basic_auth",
     "parse_uplink",
+    "start_coap_server",
 ]

@@ -156,7 +156,8 @@ def device() -> None:
 @click.option("--username", default=None, help="A username credential (needs --user-password).")
 @click.option("--user-password", default=None, help="The password of --username.")
 @click.option("--psk", default=None, metavar="KEY",
-              help="A pre-shared key for CoAP over DTLS (identity NAME@APPLICATION), as text.")
+              help="A pre-shared key for CoAP over DTLS (identity NAME@APPLICATION, at most 32 bytes), "
+                   "as text of at most 16 bytes.")
 @click.option("--alias", "aliases", multiple=True, help="Another name of the device (repeatable).")
 @click.option("--ttn-payload", type=click.Choice(["raw", "fields", "full"]), default=None,
               help="What The Things Network webhooks publish for this device (spec.ttn.payload).")
@@ -179,8 +180,8 @@ def device_create(
     if username is not None:
         credentials.append({"user": {"username": username, "password": user_password}})
     if psk is not None:
-        if not psk:
-            raise click.UsageError("--psk must not be empty")
+        if not 0 < len(psk.encode()) <= 16:
+            raise click.UsageError("--psk takes 1 to 16 bytes (the limit of the DTLS stack)")
         # The registry keeps keys as base64 of their bytes; DTLS clients take the same text (`coap-client -k`).
         credentials.append({"psk": {"key": base64.b64encode(psk.encode()).decode("ascii")}})
     spec: dict[str, Any] = {}

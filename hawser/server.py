@@ -1,11 +1,11 @@
 """The composition root: builds the services named in the settings and runs them in one process.
 
-`Gateway` opens the bus and the registry, builds the device endpoints (HTTP 8080, MQTT 1883/8883), the
-API (8081) and the MQTT integration (1884/8884), binds their sockets itself (so port 0 works and
-readiness means "bound") and serves HTTP with uvicorn and MQTT with `hawser.mqtt.stream`.
-Shutdown runs in a fixed order under a deadline: stop accepting and finish in-flight requests and
-acknowledgements (MQTT devices are told 0x8B and their disconnection recorded), then close the bus
-(flushing acknowledgements), then the registry.
+`Gateway` opens the bus and the registry, builds the device endpoints (HTTP 8080 with the TTN webhooks,
+MQTT 1883/8883, CoAP 5683 and DTLS 5684), the API (8081) and the MQTT integration (1884/8884), binds their
+sockets itself (so port 0 works and readiness means "bound") and serves HTTP with uvicorn, MQTT with
+`hawser.mqtt.stream` and CoAP with aiocoap. Shutdown runs in a fixed order under a deadline: stop
+accepting and finish in-flight requests and acknowledgements (MQTT devices are told 0x8B and their
+disconnection recorded), then close the bus (flushing acknowledgements), then the registry.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from auth.devices import DeviceAuthenticator
+from auth.psk import PskKeys
 from auth.tokens import AccessTokenAuthenticator, ensure_bootstrap_token
 from command.sessions import DeviceSessions
+from endpoints.coap import CoapEndpoint, CoapServer, start_coap_server
 from endpoints.http import build_app as build_http_endpoint
 from endpoints.ingest import Ingest
 from endpoints.mqtt import MqttEndpoint
@@ -76,7 +78,10 @@ class Gateway:
         self.mqtt_tls_port: int | None = None
         self.mqtt_integration_port: int | None = None
         self.mqtt_integration_tls_port: int | None = None
+        self.coap_port: int | None = None
+        self.coap_dtls_port: int | None = None
         self._listeners: list[MqttListener] = []
+        self._coap: CoapServer | None = None
         self._bus: EventBus | None = None
         self._store: RegistryStore | None = None
         self._servers: list[_Server] = []
@@ -122,7 +127,8 @@ class Gateway:
         self._stack.push_async_callback(store.aclose)
 
         devices: DeviceAuthenticator | None = None
-        if "http-endpoint" in settings.services or "mqtt-endpoint" in settings.services:
+        device_services = {"http-endpoint", "mqtt-endpoint", "coap-endpoint"}
+        if device_services.intersection(settings.services):
             devices = DeviceAuthenticator(
                 store, cache_size=settings.auth.credential_cache_size, cache_ttl_s=settings.auth.credential_cache_ttl_s,
                 kdf_max_waiting=settings.auth.kdf_max_waiting,
@@ -135,16 +141,33 @@ class Gateway:
             app = build_http_endpoint(ingest, devices, settings.http)
             self.http_port = self._serve(app, settings.http.host, settings.http.port, websockets=False)
 
+        # One registry of this process's device sessions, where the command router will find them.
+        sessions = DeviceSessions()
         if "mqtt-endpoint" in settings.services:
             assert devices is not None
             mqtt = settings.mqtt
             endpoint = MqttEndpoint(
                 Ingest(bus, instance=settings.instance, max_payload_bytes=mqtt.max_payload_bytes),
-                devices, DeviceSessions(), mqtt,
+                devices, sessions, mqtt,
             )
             self.mqtt_port, self.mqtt_tls_port = await self._listen(
                 endpoint.handle, endpoint.limits, mqtt.host, mqtt.port, mqtt.tls_port, mqtt.tls, "mqtt-endpoint"
             )
+
+        if "coap-endpoint" in settings.services:
+            assert devices is not None
+            coap = settings.coap
+            keys = None
+            if coap.dtls_port >= 0:
+                keys = PskKeys(store, cache_size=settings.auth.credential_cache_size,
+                               cache_ttl_s=settings.auth.credential_cache_ttl_s)
+                self._stack.push_async_callback(keys.aclose)
+            coap_endpoint = CoapEndpoint(
+                Ingest(bus, instance=settings.instance, max_payload_bytes=coap.max_payload_bytes),
+                devices, sessions, coap,
+            )
+            self._coap = await start_coap_server(coap_endpoint, coap, keys)
+            self.coap_port, self.coap_dtls_port = self._coap.port, self._coap.dtls_port
 
         users = AccessTokenAuthenticator(store)
         if "mqtt-integration" in settings.services:
@@ -229,6 +252,9 @@ class Gateway:
         listeners, self._listeners = self._listeners, []
         draining = [asyncio.create_task(listener.aclose(DRAIN_SECONDS), name=f"drain:{listener.name}")
                     for listener in listeners]
+        coap, self._coap = self._coap, None
+        if coap is not None:
+            draining.append(asyncio.create_task(coap.aclose(drain_s=DRAIN_SECONDS), name="drain:coap-endpoint"))
         if self._tasks:
             done, pending = await asyncio.wait(self._tasks, timeout=DRAIN_SECONDS + 5)
             for task in pending:
@@ -254,6 +280,11 @@ def _banner(gateway: Gateway) -> str:
     if gateway.mqtt_port is not None:
         tls = f", TLS {gateway.mqtt_tls_port}" if gateway.mqtt_tls_port else ""
         lines.append(f"  device MQTT endpoint   mqtt://127.0.0.1:{gateway.mqtt_port}{tls}")
+    if gateway.coap_port is not None:
+        dtls = f", DTLS-PSK {gateway.coap_dtls_port}" if gateway.coap_dtls_port else ""
+        lines.append(f"  device CoAP endpoint   coap://127.0.0.1:{gateway.coap_port}/v1/<channel>{dtls}")
+    if gateway.http_port is not None:
+        lines.append(f"  TTN webhooks           http://127.0.0.1:{gateway.http_port}/ttn/v3 (and /ttn/v2)")
     if gateway.api_port is not None:
         lines.append(f"  registry & integration http://127.0.0.1:{gateway.api_port}/api/")
     if gateway.mqtt_integration_port is not None:

@@ -43,6 +43,9 @@ def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) ->
     root.setLevel(level.upper())
     # aiokafka logs every reconnect attempt at ERROR while a broker is down; one line is enough.
     logging.getLogger("aiokafka").setLevel(max(root.level, logging.WARNING))
+    # aiocoap logs every duplicate datagram and unmatched acknowledgement at INFO: a device's business.
+    for name in ("coap-server", "coap-dtls-server"):
+        logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
 
 
 ReadyCheck = Callable[[], Awaitable[bool]]

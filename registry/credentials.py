@@ -19,6 +19,8 @@ from hawser.errors import BadRequest
 from registry.names import MAX_IDENTIFIER, is_identifier
 
 Kind = Literal["pass", "user", "psk"]
+#: Longest pre-shared key accepted (the limit of tinydtls, which serves CoAP over DTLS).
+MAX_PSK_BYTES = 16
 REDACTED: dict[str, Any] = {"redacted": True}
 
 
@@ -103,10 +105,14 @@ def _one(entry: object, where: str) -> CredentialInput:
         if key == REDACTED:
             return CredentialInput("psk", redacted=True)
         try:
-            if not isinstance(key, str) or not base64.b64decode(key, validate=True):
+            if not isinstance(key, str) or not (raw := base64.b64decode(key, validate=True)):
                 raise ValueError
         except (ValueError, binascii.Error):
             raise BadRequest(f"{where}: psk needs a non-empty base64 'key'") from None
+        if len(raw) > MAX_PSK_BYTES:
+            # tinydtls, the DTLS stack of the CoAP endpoint, cannot use a longer key: refuse it here
+            # rather than let every handshake with it fail.
+            raise BadRequest(f"{where}: a psk key is at most {MAX_PSK_BYTES} bytes")
         return CredentialInput("psk", key=key)
     raise BadRequest(f"{where}: unsupported credential kind {str(kind)[:20]!r}")
 

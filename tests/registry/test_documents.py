@@ -30,6 +30,7 @@ SHA512_HASH = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQ
         ({"user": {"username": "u", "password": {"bcrypt": "$2b$h"}, "unique": True}},
          CredentialInput("user", "u", True, hashed="$2b$h")),
         ({"psk": {"key": "AAEC"}}, CredentialInput("psk", key="AAEC")),
+        ({"psk": {"key": "AAECAwQFBgcICQoLDA0ODw=="}}, CredentialInput("psk", key="AAECAwQFBgcICQoLDA0ODw==")),
         ({"psk": {"key": {"redacted": True}}}, CredentialInput("psk", redacted=True)),
     ],
 )
@@ -63,6 +64,7 @@ def test_absent_versus_empty() -> None:
         {"authentication": {"credentials": [{"user": {"password": "p"}}]}},
         {"authentication": {"credentials": [{"user": {"username": "u", "password": "p", "unique": "yes"}}]}},
         {"authentication": {"credentials": [{"psk": {"key": "not base64!"}}]}},
+        {"authentication": {"credentials": [{"psk": {"key": "AAECAwQFBgcICQoLDA0ODxA="}}]}},  # 17 bytes
         {"authentication": {"credentials": [{"cert": "x"}]}},
         {"authentication": {"credentials": [{"pass": "a", "user": {}}]}},
         {"authentication": {"credentials": "pw"}},
