@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 .PHONY: help venv run test lint typecheck provision bench clean
 
 help:
-	@echo "make run    - start Hawser (embedded log, SQLite registry) on :8080 (devices) and :8081 (API)"
+	@echo "make run    - start Hawser (embedded log, SQLite registry): devices on :8080 (HTTP, TTN), :1883 (MQTT),"
+	@echo "              :5683/udp (CoAP), :5684/udp (DTLS); API on :8081; MQTT integration on :1884"
 	@echo "make test   - provision Kafka + PostgreSQL, then lint, type-check and run the whole suite"
 	@echo "make bench  - run the benchmarks in bench/ (needs Kafka; see docs/performance.md)"
 
@@ -47,6 +48,7 @@ test: provision $(STAMP)
 bench: $(STAMP) provision
 	$(BIN)/python bench/http_publish.py
 	$(BIN)/python bench/mqtt_publish.py
+	$(BIN)/python bench/coap_publish.py
 	$(BIN)/python bench/mqtt_connections.py
 	$(BIN)/python bench/e2e_latency.py
 
