@@ -1,11 +1,8 @@
-"""The Things Network webhook documents (v3 `ApplicationUp` JSON, v2 HTTP integration uplink) read
-into one frozen `TtnMessage`: the end device, the kind, channel, time, payloads and extensions.
-
-Nothing here does I/O. Bytes that are not strict JSON raise BadJson (406, as Hawser answers invalid
-JSON under a JSON content type; Drogue answers 400 here, and TTN treats every non-2xx alike); JSON of
-the wrong shape or with wrong types raises BadRequest (400). TTN's v3 JSON omits zero values (proto3),
-so a missing `f_port`, `f_cnt` or `frm_payload` means 0 or empty, as Drogue's `drogue-ttn` reads it.
-"""
+"""The Things Network webhook documents (v3 `ApplicationUp` JSON, v2 HTTP integration uplink) read into
+one frozen `TtnMessage`. Nothing here does I/O. Not strict JSON (as Drogue's serde_json reads TTN: no NaN,
+no lone surrogate, no repeated name) raises BadJson (406; Drogue says 400, TTN treats any non-2xx alike),
+the wrong shape BadRequest (400). TTN v3 omits zero values (proto3): a missing `f_port`, `f_cnt`
+or `frm_payload` means 0 or empty, as Drogue's `drogue-ttn` reads it."""
 
 from __future__ import annotations
 
@@ -32,7 +29,8 @@ JSON_TYPE, OCTET_STREAM = "application/json", "application/octet-stream"
 
 _MAX_TEXT = 256  # longest id, EUI or address carried into an extension
 _MAX_METRIC = 1e9  # RSSI / SNR beyond this are not measurements
-_BAD_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # control characters, lone surrogates
+_BAD_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # control characters
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # how a surrogate gets into JSON text
 _TIME = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?"
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
@@ -80,16 +78,29 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
-# Strict JSON as serde_json reads it (Drogue), the same rules as `endpoints.ingest.check_json`.
-_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
+def _unique(members: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Python keeps the last of two equal names, other readers of the `full` document the first: a
+    # second `end_device_ids` would make them see another device than the event names.
+    document = dict(members)
+    if len(document) != len(members):
+        raise ValueError("a JSON object repeats a member name")
+    return document
+
+
+# Strict JSON as serde_json reads it (Drogue), the rules of `endpoints.ingest.check_json` and more.
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite, object_pairs_hook=_unique)
 
 
 def load_object(body: bytes) -> dict[str, Any]:
     """The JSON object of a webhook body: BadJson unless strict JSON in UTF-8 (too deep counts as
-    not JSON; so does an integer of more digits than Python reads), BadRequest unless an object."""
+    not JSON; so does an integer of more digits than Python reads, a repeated member name, and an
+    escaped lone surrogate, which no UTF-8 event can carry), BadRequest unless an object."""
     try:
-        document = _DECODER.decode(body.decode("utf-8"))
-    except (ValueError, RecursionError):
+        text = body.decode("utf-8")
+        document = _DECODER.decode(text)
+        if _SURROGATE_ESCAPE.search(text):  # rare (escaped emoji): then check every string is text
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # UnicodeError and JSONDecodeError are ValueErrors
         raise BadJson("the webhook body is not valid JSON") from None
     if not isinstance(document, dict):
         raise BadRequest("a TTN webhook body is a JSON object")
@@ -165,15 +176,10 @@ def _base64(value: object, what: str) -> bytes:
         raise BadRequest(f"{what} is not valid base64") from None
 
 
-def _compact_json(value: Any, what: str) -> bytes:
-    """`value` as serde_json's compact text (UTF-8); escaped ASCII when it holds a lone surrogate,
-    which UTF-8 cannot carry."""
-    try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode("ascii")
-    except RecursionError:
-        raise BadJson(f"{what} is nested too deeply") from None
+def _compact_json(value: Any) -> bytes:
+    """`value`, a part of what `load_object` read (so all text, and less deep than the document it
+    decoded from the same stack depth), as serde_json's compact text in UTF-8."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def normalise_time(value: object, what: str) -> str | None:
@@ -194,14 +200,7 @@ def normalise_time(value: object, what: str) -> str | None:
             moment = moment - offset if sign == "+" else moment + offset
     except (ValueError, OverflowError):
         raise BadRequest(f"{what} is not an RFC 3339 time") from None
-    return (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
-        f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}{fraction or ''}Z"
-    )
-
-
-def _number_text(value: int | float) -> str:
-    return json.dumps(value)  # as the document wrote it: -35 stays "-35", 5.2 stays "5.2"
+    return f"{moment.isoformat()}{fraction or ''}Z"  # isoformat writes the year in four digits, as RFC 3339
 
 
 _Heard = tuple[str | None, int | float | None, int | float | None]  # gateway id, RSSI, SNR
@@ -210,16 +209,13 @@ _Heard = tuple[str | None, int | float | None, int | float | None]  # gateway id
 def _best_gateway(value: object, what: str, read: Callable[[dict[str, Any]], _Heard]) -> dict[str, str]:
     """`lorawangateway`, `lorawanrssi`, `lorawansnr` of the gateway in the list `value` that heard the
     uplink best: the highest SNR, then the highest RSSI (one without SNR ranks below those with one)."""
-    if value is None:
-        return {}
-    if not isinstance(value, list):
+    if not isinstance(value, list | None):
         raise BadRequest(f"{what} must be a list")
-    heard = [read(_object(item, f"{what}[]", required=True)) for item in value]
+    heard = [read(_object(item, f"{what}[]", required=True)) for item in value or ()]
     if not heard:
         return {}
-    low = -math.inf
-    gateway, rssi, snr = max(heard, key=lambda g: (g[2] is not None, low if g[2] is None else g[2],
-                                                   low if g[1] is None else g[1]))
+    low = -math.inf  # a gateway without SNR (or RSSI) ranks below every one with it
+    gateway, rssi, snr = max(heard, key=lambda g: (low if g[2] is None else g[2], low if g[1] is None else g[1]))
     found = {"lorawangateway": gateway, "lorawanrssi": rssi, "lorawansnr": snr}
     # Numbers as the document wrote them: -35 stays "-35", 5.2 stays "5.2".
     return {name: v if isinstance(v, str) else json.dumps(v) for name, v in found.items() if v is not None}
@@ -272,7 +268,7 @@ def parse_v3(body: bytes) -> TtnMessage:
     extensions |= _best_gateway(content.get("rx_metadata"), "uplink_message.rx_metadata", _v3_heard)
     return TtnMessage(
         UPLINK, device_id, port, time, raw,
-        None if decoded is None else _compact_json(decoded, "uplink_message.decoded_payload"), body, extensions,
+        None if decoded is None else _compact_json(decoded), body, extensions,
     )
 
 
@@ -281,9 +277,7 @@ def parse_v2(body: bytes) -> TtnMessage:
     document = load_object(body)
     device_id = _required_text(document.get("dev_id"), "dev_id")
     port = _integer(document.get("port"), "port", low=0, high=255)  # v2 always writes it, even 0
-    counter = document.get("counter")
-    if counter is not None:
-        counter = _integer(counter, "counter", low=0, high=2**32 - 1)
+    counter = None if (count := document.get("counter")) is None else _integer(count, "counter", low=0, high=2**32 - 1)
     retry = _flag(document.get("is_retry"), "is_retry")
     _flag(document.get("confirmed"), "confirmed")
     raw = _base64(document.get("payload_raw"), "payload_raw")
@@ -297,7 +291,7 @@ def parse_v2(body: bytes) -> TtnMessage:
     extensions |= _best_gateway(metadata.get("gateways"), "metadata.gateways", _v2_heard)
     return TtnMessage(
         UPLINK, device_id, port, normalise_time(metadata.get("time"), "metadata.time"), raw,
-        None if fields is None else _compact_json(fields, "payload_fields"), body, extensions,
+        None if fields is None else _compact_json(fields), body, extensions,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 
 from prometheus_client import Counter
@@ -61,12 +62,20 @@ def _finite(text: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 
 
+#: A `\\uD800`-`\\uDFFF` escape: JSON's grammar allows a lone one, but it is no text (serde_json refuses it),
+#: and an event holding one could never be written as UTF-8 to an application.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def check_json(payload: bytes) -> None:
-    """BadJson unless `payload` is one JSON value in UTF-8; nesting too deep to parse counts as
-    not JSON too."""
+    """BadJson unless `payload` is one JSON value in UTF-8 whose strings are all text (no lone
+    surrogate escapes); nesting too deep to parse counts as not JSON too."""
     try:
-        _DECODER.decode(payload.decode("utf-8"))
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        text = payload.decode("utf-8")
+        value = _DECODER.decode(text)
+        if _SURROGATE_ESCAPE.search(text):  # rare: only then is the value checked (pairs are fine)
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError and UnicodeEncodeError are ValueErrors
         _BAD_JSON.inc()
         raise BadJson() from None
 

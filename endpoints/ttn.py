@@ -1,16 +1,8 @@
-"""The Things Network webhooks on the HTTP endpoint: `POST /ttn/v3`, `POST /ttn/v2` (and `/ttn/`,
-which Drogue serves as v2).
-
-The webhook authenticates as a gateway device of the application, with HTTP Basic exactly as the
-HTTP endpoint reads it; the TTN end device id is the device it publishes for, so that device must
-exist in Hawser (by name or alias) and list the gateway in its `gatewaySelector`, as in Drogue (which
-never creates devices from webhooks; its TTN operator creates both sides). An unknown end device gets
-403, like any device a gateway may not publish for. The event data follows the end device's
-`spec.ttn.payload`; uplinks go on the channel `<f_port>`, every other v3 message whole, as JSON, on a
-channel named after its kind (`join_accept`, `downlink_ack`, ...). Replies as the HTTP endpoint: 202
-once the bus holds the event, errors through its one table (`error_response`, passed in because
-`endpoints.http` builds this adapter).
-"""
+"""The Things Network webhooks on the HTTP endpoint: `POST /ttn/v3`, `/ttn/v2` (and `/ttn/`, v2 as in Drogue).
+The webhook logs in as a gateway device (HTTP Basic, as the HTTP endpoint reads it) and publishes for the
+TTN end device, which must exist (name or alias) and list the gateway, else 403: Drogue never creates devices
+from webhooks either. Uplinks follow the device's `spec.ttn.payload` on channel `<f_port>`; other v3 messages
+go whole, as JSON, on a channel named after their kind. 202 once the bus holds it; errors by `error_response`."""
 
 from __future__ import annotations
 

@@ -132,6 +132,9 @@ class CoapEndpointSettings(BaseModel):
     max_payload_bytes: int = Field(default=64 * 1024, ge=1)
     #: Block-wise uploads being reassembled at once; the oldest is dropped beyond this.
     max_block_transfers: int = Field(default=256, ge=1)
+    #: Requests remembered to recognise retransmissions (RFC 7252 deduplication, 247 s each); the
+    #: oldest is forgotten beyond this. About 200 bytes each; a device retransmits for 45 s at most.
+    max_recent_requests: int = Field(default=262_144, ge=1)
     #: DTLS sessions kept at once (each a handshake state or an open session); the least recently
     #: used is dropped beyond this.
     max_dtls_sessions: int = Field(default=1024, ge=1)

@@ -182,7 +182,16 @@ class CloudEvent:
         return doc
 
     def to_json(self) -> str:
-        return json.dumps(self.to_structured(), separators=(",", ":"), ensure_ascii=False)
+        """The structured event as JSON text that always encodes to UTF-8: an event stored before
+        lone surrogates were refused (or from another producer) is written with ASCII escapes rather
+        than breaking every reader's stream."""
+        structured = self.to_structured()
+        text = json.dumps(structured, separators=(",", ":"), ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(structured, separators=(",", ":"))
+        return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,6 +105,10 @@ async def test_size_limit_is_inclusive() -> None:
         ("application/json; charset=utf-8", b"\xff\xfe", False),
         ("Application/JSON", b"", False),
         ("application/cloudevents+json", b"[1", False),
+        ("application/json", b'{"s": "\\ud800"}', False),  # a lone surrogate is no text (serde_json refuses it)
+        ("application/json", b'["\\udc00x"]', False),
+        ("application/json", b'{"s": "\\uD83D\\uDE00"}', True),  # an escaped pair is an emoji
+        ("application/json", b'{"s": "\\\\ud800"}', True),  # an escaped backslash, then text
         ("text/json", b"null", True),
         ("text/plain", b"{nope", True),
         ("application/octet-stream", b"\xff", True),

@@ -235,6 +235,52 @@ async def test_wrong_credentials_answer_401(stack: Stack, headers: dict[str, str
     await stack.nothing_published()
 
 
+@pytest.mark.parametrize("headers", [basic("ttn-gw@app1", "wrong"), {}])
+async def test_a_strangers_body_is_never_read(stack: Stack, headers: dict[str, str]) -> None:
+    """The gateway is authenticated before the body is read: not JSON, or too large as it streams
+    in, a stranger still gets 401 (never 406 or 413, which would mean Hawser read it)."""
+    code = "bad-credentials" if headers else "missing-credentials"
+    assert_problem(await stack.webhook("/ttn/v3", b"<html>", headers=headers), 401, code)
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length
+        yield b"x" * LIMIT
+        yield b"x" * LIMIT
+
+    assert_problem(await stack.client.post("/ttn/v3", content=chunks(), headers=headers), 401, code)
+    await stack.nothing_published()
+
+
+async def test_a_declared_oversized_body_is_refused_before_it_is_sent(stack: Stack) -> None:
+    """Content-Length over the limit: 413 at once, while the body has not been sent at all (a
+    server that waited for it would never answer)."""
+    host, port = str(stack.client.base_url.host), stack.client.base_url.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(f"POST /ttn/v3 HTTP/1.1\r\nHost: hawser\r\nAuthorization: {GATEWAY['Authorization']}\r\n"
+                     f"Content-Length: {LIMIT + 1}\r\n\r\n".encode())
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert status_line.split()[1] == b"413", status_line
+    await stack.nothing_published()
+
+
+async def test_the_consoles_simulated_uplink(stack: Stack) -> None:
+    """What TTN's console *Simulate uplink* sends: no NS reception time, a `test` gateway, f_cnt 0."""
+    body = for_device(load("v3_uplink_simulated"), "raw-dev")
+    response = await stack.webhook("/ttn/v3", body)
+    assert response.status_code == 202, response.text
+    event = await stack.next_event()
+    attrs = event.attributes
+    assert (attrs["subject"], attrs["time"], event.data) == ("1", "2024-05-06T11:04:27.318296187Z", b"\x01\x02\x03")
+    assert (attrs["lorawangateway"], attrs["lorawanrssi"], attrs["lorawansnr"], attrs["lorawanfcnt"]) == (
+        "test", "42", "4.2", "0")
+    assert "hwaddr" not in attrs  # a simulated uplink names no device address
+
+
 @pytest.mark.parametrize(
     ("headers", "end_device", "code"),
     [
@@ -267,7 +313,13 @@ async def test_end_devices_the_gateway_may_not_publish_for_answer_403(
         ("/ttn/v3", varied("v3_uplink", ((UP, "frm_payload"), "%%")), 400, "bad-request"),
         ("/ttn/v3", varied("v3_uplink", (("received_at",), "today")), 400, "bad-request"),
         ("/ttn/v3", varied("v3_uplink", (("end_device_ids", "device_id"), "raw dev")), 400, "invalid-name"),
-        ("/ttn/v3", varied("v3_uplink", (("end_device_ids", "device_id"), "\ud800")), 400, "bad-request"),
+        ("/ttn/v3", varied("v3_uplink", (("end_device_ids", "device_id"), "\ud800")), 406, "bad-json"),
+        ("/ttn/v3", for_device(varied("v3_uplink", ((UP, "decoded_payload"), {"s": "\ud800"})), "fields-dev"), 406,
+         "bad-json"),
+        ("/ttn/v3", for_device(varied("v3_uplink", ((UP, "decoded_payload"), {"s": "\udc00"})), "full-dev"), 406,
+         "bad-json"),
+        ("/ttn/v3", for_device(load("v3_uplink"), "raw-dev")[:-2] + b', "end_device_ids": {"device_id": "fields-dev"}}',
+         406, "bad-json"),
         ("/ttn/v3", load("v2_uplink"), 400, "bad-request"),  # a v2 document on the v3 hook
         ("/ttn/v2", for_device(load("v3_uplink"), "raw-dev"), 400, "bad-request"),
     ],
