@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 MAX_KEY_BYTES = 16
 #: tinydtls's DTLS_PSK_MAX_CLIENT_IDENTITY_LEN: it refuses a handshake with a longer identity.
 MAX_IDENTITY_BYTES = 32
+#: Reads of one key by a handshake while the registry keeps changing under them.
+_MAX_READS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,24 +122,30 @@ class PskKeys:
 
     async def prefetch(self, identity: bytes) -> PskKey | None:
         """The key of `identity` (None if there is none), read from the registry unless cached,
-        and cached. Concurrent calls for one identity share one lookup. Raises `Overloaded`
-        when `max_pending` other lookups are running."""
+        and cached. Concurrent calls for one identity share one lookup. A lookup the registry
+        changed under is read again (its key may be one just rotated or removed, and a session
+        opened with it would outlive the change: `watch`ers only see sessions already keyed).
+        Raises `Overloaded` when `max_pending` other lookups are running."""
         claims = parse_identity(identity)
         if claims is None:
             return None
-        hit = self._cache.get(identity)
-        if hit is not None:
-            return hit[0]
-        slot = (identity, self._epoch)
-        task = self._inflight.get(slot)
-        if task is None:
-            if len(self._inflight) >= self._max_pending:
-                raise Overloaded("too many pre-shared key lookups running")
-            task = asyncio.get_running_loop().create_task(self._lookup(identity, claims, slot[1]))
-            self._inflight[slot] = task
-            task.add_done_callback(lambda done: self._settled(slot, done))
-        # Shielded: one handshake giving up must not cancel the lookup others wait for.
-        return await asyncio.shield(task)
+        for _ in range(_MAX_READS):
+            hit = self._cache.get(identity)
+            if hit is not None:
+                return hit[0]
+            slot = (identity, self._epoch)
+            task = self._inflight.get(slot)
+            if task is None:
+                if len(self._inflight) >= self._max_pending:
+                    raise Overloaded("too many pre-shared key lookups running")
+                task = asyncio.get_running_loop().create_task(self._lookup(identity, claims, slot[1]))
+                self._inflight[slot] = task
+                task.add_done_callback(functools.partial(self._settled, slot))
+            # Shielded: one handshake giving up must not cancel the lookup others wait for.
+            found = await asyncio.shield(task)
+            if slot[1] == self._epoch:
+                return found
+        return None  # the registry changes faster than it can be read: this handshake fails
 
     def watch(self, listener: RevocationListener) -> Callable[[], None]:
         """Call `listener` after every registry change; returns the function that stops it."""

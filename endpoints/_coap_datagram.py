@@ -1,17 +1,24 @@
 """Screening UDP datagrams before aiocoap decodes them, and the few aiocoap internals the CoAP
-server needs (the bound port, the datagram hook, the render hook), each wrapped in one function.
+server needs (the bound port, the datagram hook, the render hook), each wrapped in one function
+that refuses to start (RuntimeError) when the internal it relies on is gone.
 
 aiocoap 0.4 decodes whatever arrives: a Uri-Path that is not UTF-8 raises out of its datagram
-callback (a traceback in the log per datagram), and every distinct option number or content format
-becomes a member of an enum that is never freed (memory grows with what a sender invents). So each
-datagram is walked once here (pure, no allocation beyond slices) and dropped, counted, if it breaks
-RFC 7252's framing or would be decoded into one of those; everything else goes to aiocoap as before.
-Dropped datagrams get no reply (as aiocoap treats unparsable ones): no RST for a spoofed sender.
+callback (a traceback in the log per datagram), a Content-Format of any length becomes a member of
+an enum that is never freed, and a datagram over its 4 KiB receive buffer is decoded cut short (a
+truncated body published as if whole). So the buffer holds any UDP datagram, and each datagram is
+walked once here (pure, no allocation beyond slices) and dropped, counted, if it breaks RFC 7252's
+framing or would be decoded into one of those. Every distinct option number and 2-byte content
+format still becomes an enum member (RFC-valid, so let through): at most 2 x 65536 of them, about
+300 bytes each (40 MB at worst, bounded). Dropped datagrams get no reply (as aiocoap treats
+unparsable ones): no RST for a spoofed sender.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
+import socket
 from typing import Any
 
 from aiocoap.pipe import error_to_message, run_driving_pipe
@@ -29,6 +36,8 @@ _FORMAT_OPTIONS = frozenset({12, 17})
 _NON, _ACK, _RST = 1, 2, 3
 #: Option numbers are 16 bits (RFC 7252 section 12.2).
 MAX_OPTION_NUMBER = 0xFFFF
+#: The receive buffer: any UDP datagram fits (a larger one would be read cut short, MSG_TRUNC).
+MAX_DATAGRAM = 0xFFFF
 
 
 def screen(data: bytes) -> str | None:
@@ -111,16 +120,35 @@ def bound_port(context: Any) -> int:
     return int(message_interface(context)._local_port())
 
 
+def unacknowledged(context: Any) -> int:
+    """Confirmable messages (separate responses) a server context sent and has not seen
+    acknowledged, and those queued behind them: aiocoap sends one at a time per remote (NSTART 1),
+    so the replies to a device's (or a NAT's) other requests wait for the first one's ACK, and
+    its shutdown drops them all unsent."""
+    manager = context.request_interfaces[0].token_interface
+    active, backlogs = manager._active_exchanges, manager._backlogs
+    if active is None:  # shut down already
+        return 0
+    if not isinstance(active, dict) or not isinstance(backlogs, dict):
+        raise RuntimeError("aiocoap's message manager changed: its pending exchanges cannot be read")
+    return len(active) + sum(len(queue) for queue in backlogs.values())
+
+
 def install_screen(context: Any) -> None:
-    """Route the context's incoming datagrams through `screen`. The transport looks the callback
-    up on its protocol (the message interface) for every datagram, so an instance attribute
-    takes effect at once and for that context only."""
+    """Route the context's incoming datagrams through `screen`, with a receive buffer any UDP
+    datagram fits in (one that still arrives cut short is dropped). The transport looks the
+    callback up on its protocol (the message interface) for every datagram, so an instance
+    attribute takes effect at once and for that context only."""
     interface = message_interface(context)
     received = interface.datagram_msg_received
+    transport = interface.transport
+    if not isinstance(getattr(transport, "max_size", None), int):
+        raise RuntimeError("aiocoap's recvmsg transport changed: its receive buffer size cannot be set")
+    transport.max_size = MAX_DATAGRAM
     counters: dict[str, Any] = {}
 
     def screened(data: bytes, ancdata: Any, flags: int, address: Any) -> None:
-        reason = screen(data)
+        reason = "cut-short" if flags & socket.MSG_TRUNC else screen(data)
         if reason is None:
             received(data, ancdata, flags, address)
             return
@@ -131,6 +159,26 @@ def install_screen(context: Any) -> None:
         log.debug("dropped a CoAP datagram from %s: %s", address, reason)
 
     interface.datagram_msg_received = screened
+
+
+async def refuse_shared_port(host: str, port: int) -> None:
+    """Raise OSError (EADDRINUSE) when another socket holds UDP `port` on `host` already. aiocoap
+    binds its server socket with SO_REUSEPORT, so a second server on the same port (another
+    gateway, an old one still running) would start and silently take a share of the devices'
+    datagrams; probing first with a plain bind makes it fail as every other listener does. Port 0
+    (an ephemeral port) is never shared. The first address `host` resolves to is probed (aiocoap
+    binds one too)."""
+    if port == 0:
+        return
+    resolved = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, kind, proto, _, address = resolved[0]
+    with socket.socket(family, kind, proto) as probe:
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise OSError(errno.EADDRINUSE, f"UDP port {port} on {host} is in use already") from None
+            raise
 
 
 class _Render:
@@ -153,6 +201,8 @@ def install_lazy_render(context: Any) -> None:
     (an ICMP error or a retransmission timeout for the sender, a new request taking its token, all
     in the same loop iteration) the coroutine is left never awaited: a RuntimeWarning, and garbage
     kept until a GC cycle. Here the coroutine is made when the task first runs."""
+    if not callable(getattr(type(context), "render_to_pipe", None)):
+        raise RuntimeError("aiocoap's Context changed: it has no render_to_pipe to replace")
     site, aiocoap_log = context.serversite, context.log
 
     def render_to_pipe(pipe: Any) -> None:
@@ -161,4 +211,14 @@ def install_lazy_render(context: Any) -> None:
     context.render_to_pipe = render_to_pipe
 
 
-__all__ = ["MAX_OPTION_NUMBER", "bound_port", "install_lazy_render", "install_screen", "message_interface", "screen"]
+__all__ = [
+    "MAX_DATAGRAM",
+    "MAX_OPTION_NUMBER",
+    "bound_port",
+    "install_lazy_render",
+    "install_screen",
+    "message_interface",
+    "refuse_shared_port",
+    "screen",
+    "unacknowledged",
+]

@@ -6,7 +6,8 @@ states and can only read keys synchronously.
 Rules kept here: exactly the configured port is bound (0: an ephemeral one); at most `max_sessions`
 peer states, a new one only for a ClientHello, half-open handshakes evicted before established
 sessions (least recently used first); a ClientKeyExchange whose identity is not cached waits for
-`PskKeys.prefetch`, and that peer's later datagrams queue behind it (both bounded).
+`PskKeys.prefetch`, and that peer's later datagrams queue behind it (both bounded); what a
+session carries is screened as UDP datagrams are (`_coap_datagram.screen`) before aiocoap decodes it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from aiocoap.util import hostportjoin
 from prometheus_client import Counter
 
 from auth.psk import PskKey, PskKeys
+from endpoints._coap_datagram import DROPPED as DATAGRAMS_DROPPED
+from endpoints._coap_datagram import screen
 from endpoints._coap_dtls_peer import DtlsPeer, psk_identity_of, starts_handshake
 from hawser.errors import Overloaded
 
@@ -203,8 +206,15 @@ class _DtlsInterface(GenericMessageInterface):  # type: ignore[misc]
         return self
 
     def received_plaintext(self, peer: DtlsPeer, data: bytes) -> None:
-        if self._mman is not None and not self._shutting_down:
-            self._received_datagram(peer, data)
+        if self._mman is None or self._shutting_down:
+            return
+        # Screened as UDP datagrams are: aiocoap's decoding would raise on a Uri-Path that is not
+        # UTF-8 and keep an enum member per Content-Format number, whoever holds the session.
+        reason = screen(data)
+        if reason is not None:
+            DATAGRAMS_DROPPED.labels(reason).inc()
+            return
+        self._received_datagram(peer, data)
 
     def peer_failed(self, peer: DtlsPeer, exc: Exception) -> None:
         # Once shutting down, the message manager has dropped its exchanges already.

@@ -198,11 +198,11 @@ def read_request(code: Any, options: Any) -> PublishRequest:
         elif number == _CONTENT_FORMAT:
             cf = int(option.value) if cf is None else cf
         elif number == _BLOCK1:
-            block1 = option.value
+            block1 = _only(block1, option)
         elif number == _BLOCK2:
-            block2 = option.value
+            block2 = _only(block2, option)
         elif number == _SIZE1:
-            size1 = option.value
+            size1 = option.value if size1 is None else size1  # elective: a second one is ignored
         elif number & 1 and number not in _HARMLESS_CRITICAL:
             if number in _PROXY:
                 raise ProxyingNotSupported()
@@ -214,6 +214,15 @@ def read_request(code: Any, options: Any) -> PublishRequest:
         raise MethodNotAllowed("publish with POST")
     channel, as_device = match
     return PublishRequest(channel, as_device, authorization, read_query(queries), cf, block1, block2, size1)
+
+
+def _only(held: Any, option: Any) -> Any:
+    """The value of a critical option that is not repeatable (Block1, Block2): a second occurrence
+    is an unrecognized option (RFC 7252 section 5.4.5). aiocoap reads the first and this module
+    would read the last, so letting both through would answer one block as if it were another."""
+    if held is not None:
+        raise UnknownCriticalOption(f"option {int(option.number)} is not repeatable")
+    return option.value
 
 
 def publish_parameters(request: PublishRequest, *, verified: bool) -> tuple[DeviceCredentials | None, Uplink]:

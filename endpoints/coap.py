@@ -10,8 +10,10 @@ same message id from the same address within EXCHANGE_LIFETIME, is answered from
 dropped, never rendered twice); Block1 reassembly is Hawser's bounded `BlockSpool`, fed only after
 the block's own credentials were checked (every block carries option 4209, as RFC 7959 repeats a
 request's options in each block and as Drogue's and aiocoap's clients send them), so that an
-unauthenticated sender never gets a byte buffered. Anything that is not a `HawserError` is a bug:
-logged with its traceback, answered 5.00.
+unauthenticated sender never gets a byte buffered. Command waits are bounded per device and in
+all (each holds its request); shutdown lets the devices acknowledge the last separate responses
+before the contexts close. Anything that is not a `HawserError` is a bug: logged with its
+traceback, answered 5.00.
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ from auth.psk import PskIdentity, PskKeys
 from command.sessions import Command, DeviceSessions
 from command.waiter import wait_for_command
 from endpoints._coap_blocks import BlockSpool, IncompleteBody
-from endpoints._coap_datagram import bound_port, install_lazy_render, install_screen
+from endpoints._coap_datagram import (
+    bound_port,
+    install_lazy_render,
+    install_screen,
+    refuse_shared_port,
+    unacknowledged,
+)
+from endpoints._coap_dedup import install_deduplication
 from endpoints._coap_request import (
     COMMAND_OPTION,
     ShuttingDown,
@@ -63,6 +72,15 @@ def _count(reply: Any) -> Any:
     return reply
 
 
+#: Command waits (`ct`) held at once per device (the one that authenticated), and in all.
+MAX_WAITS_PER_DEVICE = 4
+MAX_WAITS = 10_000
+_WAITS_SKIPPED = Counter("hawser_coap_command_waits_skipped", "Requests with ct not waiting: too many waits.")
+_WAITS_ENDED = Counter("hawser_coap_command_waits_ended", "Command waits ended early by a newer one of the device.")
+
+#: How often shutdown looks whether the devices acknowledged the last separate responses.
+_DELIVERY_POLL_S = 0.02
+
 # Block2, Block1 and Observe vary between the requests of one block-wise exchange.
 _BLOCK_KEY_IGNORES = (OptionNumber.BLOCK1, OptionNumber.BLOCK2, OptionNumber.OBSERVE)
 
@@ -84,7 +102,9 @@ class CoapEndpoint:
         self._replies = Block2Cache()
         self.site: aiocoap.interfaces.Resource = _Site(self)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Command waits: every one (for drain), and each device's, oldest first (bounded below).
         self._waits: set[asyncio.Timeout] = set()
+        self._device_waits: dict[tuple[str, str], list[asyncio.Timeout]] = {}
         self._draining = False
         self._idle = asyncio.Event()
 
@@ -141,8 +161,9 @@ class CoapEndpoint:
             body = self.blocks.feed(key, block1, payload, parsed.size1)
             if body is None:
                 return Message(code=Code.CONTINUE, block1=(block1.block_number, True, block1.size_exponent))
-            payload = body
+            payload, body = body, None
         await self.ingest.publish(outcome, uplink, payload)
+        del payload  # a reassembled body is on the bus now: not held through a command wait
         command = None
         if uplink.command_timeout:
             command = await self._wait_for_command(outcome, uplink.command_timeout)
@@ -157,11 +178,23 @@ class CoapEndpoint:
 
     async def _wait_for_command(self, outcome: AuthOutcome, seconds: int) -> Command | None:
         """A command for the device published for, within `seconds`; cut short (None) when the
-        endpoint starts draining, so that the device still gets its 2.04 before shutdown."""
+        endpoint starts draining, so that the device still gets its 2.04 before shutdown. Each
+        wait holds its request (body included) until it ends, so they are bounded: a device's
+        oldest wait beyond MAX_WAITS_PER_DEVICE ends at once (that device gets its 2.04), and
+        beyond MAX_WAITS in all a request does not wait (its event is on the bus already)."""
         if self._draining:
             return None
+        if len(self._waits) >= MAX_WAITS:
+            _WAITS_SKIPPED.inc()
+            return None
+        key = (outcome.application.name, outcome.device.name)
         try:
             async with asyncio.timeout(None) as scope:
+                waits = self._device_waits.setdefault(key, [])
+                if len(waits) >= MAX_WAITS_PER_DEVICE:
+                    _end_now(waits.pop(0))
+                    _WAITS_ENDED.inc()
+                waits.append(scope)
                 self._waits.add(scope)
                 try:
                     return await wait_for_command(
@@ -169,6 +202,10 @@ class CoapEndpoint:
                     )
                 finally:
                     self._waits.discard(scope)
+                    if scope in waits:
+                        waits.remove(scope)
+                    if not waits and self._device_waits.get(key) is waits:
+                        del self._device_waits[key]
         except TimeoutError:
             return None
 
@@ -177,9 +214,8 @@ class CoapEndpoint:
         wait up to `deadline_s` for the requests being handled; then cancel what is left (a bus
         that does not answer) and wait for that too."""
         self._draining = True
-        now = asyncio.get_running_loop().time()
         for scope in list(self._waits):
-            scope.reschedule(now)
+            _end_now(scope)
         if self._tasks:
             self._idle.clear()
             try:
@@ -208,14 +244,24 @@ class CoapServer:
         self._closing: asyncio.Event | None = None
 
     async def aclose(self, *, drain_s: float = 5.0) -> None:
-        """Drain the endpoint (see `CoapEndpoint.drain`), then shut the contexts down, each
-        within aiocoap's own SHUTDOWN_TIMEOUT. Idempotent; a second caller waits for the first."""
+        """Drain the endpoint (see `CoapEndpoint.drain`) and let the devices acknowledge the
+        replies sent as separate responses (a `ct` wait's 2.04 among them), both within
+        `drain_s`; then shut the contexts down, each within aiocoap's own SHUTDOWN_TIMEOUT (which
+        drops whatever reply is still unacknowledged or queued). Idempotent; a second caller
+        waits for the first."""
         if self._closing is not None:
             await self._closing.wait()
             return
         self._closing = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_s
         try:
             await self.endpoint.drain(drain_s)
+            while pending := sum(map(unacknowledged, self._contexts)):
+                if loop.time() >= deadline:
+                    log.warning("%d CoAP replies still unacknowledged at shutdown: dropped", pending)
+                    break
+                await asyncio.sleep(_DELIVERY_POLL_S)  # aiocoap tells nobody when an ACK arrives
         finally:
             for context in self._contexts:
                 try:
@@ -236,12 +282,15 @@ async def start_coap_server(
 ) -> CoapServer:
     """Bind the UDP server (and the DTLS one, when `settings.dtls_port` is not -1 and `psk` holds
     the keys) and return once both accept requests."""
+    await refuse_shared_port(settings.host, settings.port)
     udp = await aiocoap.Context.create_server_context(
         endpoint.site, bind=(settings.host, settings.port), transports=["udp6"]
     )
     try:
+        install_deduplication(udp, max_entries=settings.max_recent_requests)  # before the screen: runs after it
         install_screen(udp)
         install_lazy_render(udp)
+        unacknowledged(udp)  # fails now, not at shutdown, if aiocoap's internals moved
         port = bound_port(udp)
         dtls = dtls_port = None
         if settings.dtls_port != -1:
@@ -297,8 +346,17 @@ def _command_reply(command: Command) -> Any:
     return reply
 
 
-async def _never() -> Any:  # pragma: no cover - Block2Cache calls it only for block 0
-    raise AssertionError("a later block is served from the cache only")
+def _end_now(scope: asyncio.Timeout) -> None:
+    """End a command wait now (its request answers 2.04). One already expiring is ending anyway,
+    and rescheduling it would raise (an evicted wait, before its task ran again)."""
+    if not scope.expired():
+        scope.reschedule(asyncio.get_running_loop().time())
+
+
+async def _never() -> Any:
+    # Block2Cache builds a reply for block 0 only; `read_request` refuses a second Block2 whose
+    # number could make aiocoap's reading differ from ours. Should they ever disagree: a 4.08.
+    raise IncompleteBody("no reply to take a block from")
 
 
 def _built(reply: Any) -> Any:

@@ -32,9 +32,10 @@ class UserCredential:
 
 @dataclass(frozen=True, slots=True)
 class PskCredential:
-    """`{"psk": {"key": ...}}` for CoAP DTLS-PSK (a later issue); the key itself is needed there."""
+    """`{"psk": {"key": ...}}` for CoAP over DTLS: the key itself is needed there, so it is kept out
+    of `repr` (and so out of logs and tracebacks)."""
 
-    key: bytes
+    key: bytes = field(repr=False)
 
 
 Credential = PasswordCredential | UserCredential | PskCredential

@@ -211,7 +211,9 @@ async def test_a_registry_change_drops_its_entries_and_tells_the_watchers(direct
     assert seen[-1] == ("app", None)
 
 
-async def test_a_lookup_that_saw_a_change_is_answered_but_not_cached(directory: MemoryDirectory) -> None:
+async def test_a_lookup_that_saw_a_change_is_read_again_and_never_cached(directory: MemoryDirectory) -> None:
+    """A key rotated (or removed) while a handshake's lookup ran must not open a session: the
+    change came before the session had an identity, so nothing would close it afterwards."""
     gate, read = asyncio.Event(), asyncio.Event()
     original = directory.get_device_info
 
@@ -230,10 +232,25 @@ async def test_a_lookup_that_saw_a_change_is_answered_but_not_cached(directory: 
     fresh = asyncio.ensure_future(keys.prefetch(b"dev@app"))
     await asyncio.sleep(0)
     gate.set()
-    assert (await stale) == PskKey(KEY, PskIdentity("app", "dev"))
+    assert (await stale) == PskKey(b"rotated", PskIdentity("app", "dev"))
     assert (await fresh) == PskKey(b"rotated", PskIdentity("app", "dev"))
     assert keys.find_dtls_psk(b"dev@app") == (b"rotated", PskIdentity("app", "dev"))
-    assert keys.lookups == 2
+    assert keys.lookups == 2  # the stale one read again by joining the fresh lookup
+
+
+async def test_a_registry_changing_under_every_read_fails_the_handshake(directory: MemoryDirectory) -> None:
+    original = directory.get_device_info
+
+    async def changing(application: str, device: str) -> DeviceInfo | None:
+        found = await original(application, device)
+        directory.update_device("app", "dev")  # another change lands while this read is running
+        return found
+
+    directory.get_device_info = changing  # type: ignore[method-assign]
+    keys = keys_for(directory)
+    assert await keys.prefetch(b"dev@app") is None
+    assert keys.lookups == 3
+    assert not keys.known(b"dev@app")
 
 
 async def test_aclose_cancels_running_lookups(directory: MemoryDirectory) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Sequence
@@ -19,13 +20,15 @@ import aiocoap.resource
 import pytest
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
+from aiocoap.optiontypes import OpaqueOption
+from aiocoap.transports.tinydtls import DTLS_EVENT_CONNECTED
 from prometheus_client import REGISTRY
 
 from auth.devices import DeviceAuthenticator
 from auth.psk import PskIdentity, PskKeys
 from command.sessions import DeviceSessions
 from endpoints._coap_dtls import dtls_sessions, start_dtls_context
-from endpoints._coap_dtls_peer import handshake_messages, psk_identity_of, starts_handshake
+from endpoints._coap_dtls_peer import DtlsPeer, handshake_messages, psk_identity_of, starts_handshake
 from endpoints.coap import CoapEndpoint, start_coap_server
 from endpoints.ingest import Ingest
 from hawser import passwords
@@ -110,6 +113,58 @@ def test_only_a_client_hello_opens_a_handshake() -> None:
     assert not starts_handshake(record(22, handshake(1, b"hello"), epoch=1))
     assert not starts_handshake(client_hello()[:20])
     assert not starts_handshake(os.urandom(64))
+
+
+# --- one peer, without sockets: whose session it is -------------------------------------------------------
+
+
+class PeerHost:
+    """What a `DtlsPeer` needs from its server, recording what it is told."""
+
+    def __init__(self, keys: PskKeys) -> None:
+        from DTLSSocket import dtls
+
+        self.keys, self.dtls, self.hostinfo_local = keys, dtls, "127.0.0.1"
+        self.connected: list[DtlsPeer] = []
+
+    def send(self, addr: Any, data: bytes) -> None:
+        pass
+
+    def received_plaintext(self, peer: DtlsPeer, data: bytes) -> None:
+        pass
+
+    def peer_connected(self, peer: DtlsPeer) -> None:
+        self.connected.append(peer)
+
+    def peer_closed(self, peer: DtlsPeer, exc: Exception) -> None:
+        pass
+
+
+async def test_a_session_is_whose_key_opened_it_and_stays_so(directory: MemoryDirectory) -> None:
+    """The claims appear once the handshake is done, a renegotiation cannot switch them to another
+    identity whose key is cached, and block-wise uploads of two identities from one address (a
+    NAT reusing a port) are told apart."""
+    directory.add_device("app", "other", PskCredential(KEY))
+    keys = PskKeys(directory, cache_size=10, cache_ttl_s=60.0)
+    assert await keys.prefetch(b"other@app") is not None
+    host = PeerHost(keys)
+    first, second = DtlsPeer(host, ("127.0.0.1", 4000)), DtlsPeer(host, ("127.0.0.1", 4000))
+    try:
+        first.keys.pin(b"dev@app", await keys.prefetch(b"dev@app"))
+        assert b"dev@app" in first.keys
+        assert first.keys[b"dev@app"] == KEY  # what tinydtls asks mid-handshake
+        assert first.authenticated_claims == [], "not before the handshake is done"
+        first._event(0, DTLS_EVENT_CONNECTED)  # tinydtls: the handshake is done
+        assert host.connected == [first]
+        assert first.authenticated_claims == [PskIdentity("app", "dev")]
+        assert b"other@app" not in first.keys, "a renegotiation keeps the identity"
+        assert b"dev@app" in first.keys
+        assert second.keys[b"other@app"] == KEY
+        assert first.blockwise_key != second.blockwise_key
+    finally:
+        for peer in (first, second):
+            peer.close(aiocoap.error.LibraryShutdown("test over"))
+        await keys.aclose()
 
 
 # --- the transport, with a site echoing the verified identity ------------------------------------------
@@ -530,6 +585,35 @@ async def test_a_new_key_in_the_registry_replaces_the_old_one(world: World) -> N
         await refused(world.port, f"d@{world.a}", KEY)
         assert (await publish(world.port, f"d@{world.a}", rotated, b"after")).code == Code.CHANGED
         assert (await world.reader.one()).data == b"after"
+
+
+@pytest.mark.parametrize(
+    ("option", "reason"),
+    [
+        # Location-Path: a string option aiocoap's client sends as given (it reads Uri-Path itself).
+        pytest.param(OpaqueOption(8, b"\xff\xfe"), "not-utf8", id="string-option-not-utf8"),
+        pytest.param(OpaqueOption(12, b"\x01\x02\x03\x04"), "content-format", id="content-format-of-4-bytes"),
+    ],
+)
+async def test_what_a_session_carries_is_screened_as_udp_datagrams_are(
+    world: World, option: Any, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiocoap decodes a session's plaintext as it decodes UDP: unscreened, a Uri-Path that is not
+    UTF-8 raised (a traceback per retransmission) and every Content-Format number stayed in an enum."""
+    counted = ("hawser_coap_datagrams_dropped_total", {"reason": reason})
+    before = REGISTRY.get_sample_value(*counted) or 0.0
+    async with dtls_client(world.port, f"d@{world.a}", KEY) as client:
+        message = Message(code=Code.POST, payload=b"screened", uri=f"coaps://127.0.0.1:{world.port}")
+        message.opt.uri_path = ("v1", "t")
+        message.opt.add_option(option)
+        with caplog.at_level(logging.ERROR):
+            request = client.context.request(message)
+            await eventually(lambda: (REGISTRY.get_sample_value(*counted) or 0.0) > before)
+        client.remotes.append(message.remote)
+    with pytest.raises(aiocoap.error.LibraryShutdown):  # dropped unanswered, as on UDP
+        await request.response
+    assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
+    await nothing_published(world)
 
 
 async def test_start_coap_server_serves_dtls_beside_udp(world: World, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,14 +15,20 @@ from typing import Any
 
 import pytest
 from aiocoap.numbers.codes import Code
-from aiocoap.optiontypes import OpaqueOption
+from aiocoap.numbers.optionnumbers import OptionNumber
+from aiocoap.optiontypes import BlockOption, OpaqueOption
 from aiocoap.pipe import Pipe
+from prometheus_client import REGISTRY
 
+import endpoints.coap
 from auth.psk import PskIdentity
 from command.sessions import Command
+from endpoints._coap_datagram import message_interface
+from endpoints.coap import start_coap_server
 from hawser.bus.embedded import EmbeddedBus
+from hawser.config import CoapEndpointSettings
 from hawser.events import CloudEvent
-from tests.endpoints.coap_server import COMMAND, CON, NON, World, basic, running_endpoint
+from tests.endpoints.coap_server import COMMAND, CON, NON, World, basic, encode, raw_peer, running_endpoint
 from tests.helpers import eventually, unique_name
 
 LIMIT = 4096
@@ -243,6 +250,44 @@ async def test_announced_size_over_the_limit_is_4_13_with_size1(world: World) ->
     await nothing_published(world)
 
 
+@pytest.mark.parametrize("size", [LIMIT, LIMIT + 2000], ids=["at-the-limit", "over-the-limit"])
+async def test_a_body_in_one_large_datagram_is_read_whole(world: World, size: int) -> None:
+    """Not block-wise: one datagram over aiocoap's 4 KiB receive buffer was read cut short, and the
+    cut body published as if whole (2.04 to a body over the limit, too)."""
+    payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    async with raw_peer(world.port) as peer:
+        peer.send(encode(world.request(["v1", "one"], payload, auth=basic(f"d@{world.a}", "pw")), mid=1, token=b"big"))
+        reply = await peer.reply_to(b"big")
+    if size > LIMIT:
+        assert_refused(reply, Code.REQUEST_ENTITY_TOO_LARGE)
+        assert reply.opt.size1 == LIMIT
+        await nothing_published(world)
+    else:
+        assert reply.code == Code.CHANGED
+        assert (await world.reader().one()).data == payload
+
+
+def datagrams_dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("hawser_coap_datagrams_dropped_total", {"reason": reason}) or 0.0
+
+
+async def test_a_datagram_still_read_cut_short_is_dropped(world: World) -> None:
+    before = datagrams_dropped("cut-short")
+    request = encode(world.request(["v1", "cut"], b"x" * 100, auth=basic(f"d@{world.a}", "pw")), mid=2, token=b"c")
+    receive = message_interface(world.server._contexts[0]).datagram_msg_received
+    receive(request[:-50], [], socket.MSG_TRUNC, ("::ffff:127.0.0.1", 9, 0, 0))
+    assert datagrams_dropped("cut-short") == before + 1
+    await nothing_published(world)
+
+
+async def test_a_udp_port_in_use_is_refused(world: World) -> None:
+    """aiocoap binds with SO_REUSEPORT: a second server on the port would silently share the traffic."""
+    settings = CoapEndpointSettings(host="127.0.0.1", port=world.port, dtls_port=-1)
+    with pytest.raises(OSError, match="in use"):  # (were it to start, this test fails: its sockets leak)
+        await start_coap_server(world.endpoint, settings, None)
+    await nothing_published(world)
+
+
 async def test_bus_unavailable_is_5_03_with_max_age(world: World) -> None:
     await world.bus.aclose()
     response = await world.post(["v1", "t"], b"x")
@@ -324,6 +369,35 @@ async def test_a_block_without_its_predecessors_is_4_08(world: World) -> None:
     await nothing_published(world)
 
 
+async def test_blocks_of_two_devices_from_one_address_never_mix(world: World) -> None:
+    """One client address, two devices: each transfer is keyed by its credentials too, so the
+    gateway's block cannot complete (and publish as itself) the body device d started."""
+    device, gateway = basic(f"d@{world.a}", "pw"), basic(f"gw@{world.a}", "gwpw")
+    assert (await world.send(block(world, 0, True, b"d" * 256, device), handle_blockwise=False)).code == Code.CONTINUE
+    response = await world.send(block(world, 1, False, b"g", gateway), handle_blockwise=False)
+    assert_refused(response, Code.REQUEST_ENTITY_INCOMPLETE)
+    response = await world.send(block(world, 1, False, b"!", device), handle_blockwise=False)
+    assert response.code == Code.CHANGED
+    event = await world.reader().one()
+    assert (event.attributes["sender"], event.data) == ("d", b"d" * 256 + b"!")
+
+
+@pytest.mark.parametrize("number", [OptionNumber.BLOCK1, OptionNumber.BLOCK2])
+async def test_a_repeated_block_option_is_4_02_and_no_bug(
+    world: World, number: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiocoap reads the first of two Block2 options, the endpoint read the last: block 0 was then
+    built through the path of a later block (5.00 and a traceback per datagram)."""
+    message = world.request(["v1", "t"], b"x", auth=basic(f"d@{world.a}", "pw"))
+    message.opt.add_option(BlockOption(number, BlockOption.BlockwiseTuple(0, False, 6)))
+    message.opt.add_option(BlockOption(number, BlockOption.BlockwiseTuple(5, False, 6)))
+    with caplog.at_level(logging.ERROR):
+        response = await world.send(message, handle_blockwise=False)
+    assert_refused(response, Code.BAD_OPTION)
+    assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
+    await nothing_published(world)
+
+
 # --- commands -------------------------------------------------------------------------------------
 
 
@@ -380,6 +454,36 @@ async def test_a_command_larger_than_a_datagram_is_sent_block_wise(world: World)
     await nothing_published(world)  # fetching the later blocks published nothing again
 
 
+async def test_a_device_holds_a_bounded_number_of_command_waits(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each wait holds its request (body and all) for up to an hour: a device starting more than
+    MAX_WAITS_PER_DEVICE ends its oldest (2.04 now), and beyond MAX_WAITS nobody waits."""
+    monkeypatch.setattr(endpoints.coap, "MAX_WAITS_PER_DEVICE", 2)
+    monkeypatch.setattr(endpoints.coap, "MAX_WAITS", 3)
+    requests = []
+    for number in range(3):
+        requests.append(asyncio.create_task(world.post(["v1", "t"], str(number).encode(), query=["ct=60"])))
+        if number < 2:
+            await eventually(lambda: len(world.sessions) == len(requests))
+    async with asyncio.timeout(10):
+        oldest = await requests[0]  # ended by the third, which took its place
+    assert oldest.code == Code.CHANGED
+    assert not requests[1].done()
+    assert not requests[2].done()
+    gateway = asyncio.create_task(world.post(["v1", "t"], b"gw", query=["ct=60"], auth=basic(f"gw@{world.a}", "gwpw")))
+    await eventually(lambda: len(world.sessions) == 3)
+    async with asyncio.timeout(10):  # MAX_WAITS reached: published, and answered without waiting
+        response = await world.post(["v1", "t"], b"u", query=["ct=60"], auth=basic(f"user1@{world.a}", "upw"))
+    assert response.code == Code.CHANGED
+    assert len(world.sessions) == 3
+    closing = asyncio.create_task(world.server.aclose())  # ends the waits: each gets its 2.04
+    assert [r.code for r in await asyncio.gather(*requests[1:], gateway)] == [Code.CHANGED] * 3
+    await closing
+    assert world.endpoint._device_waits == {}
+    assert sorted(e.data for e in await world.reader().take(5)) == [b"0", b"1", b"2", b"gw", b"u"]
+
+
 async def test_shutdown_ends_command_waits_with_2_04_and_refuses_new_requests(world: World) -> None:
     request = asyncio.create_task(world.post(["v1", "t"], b"x", query=["ct=60"]))
     await eventually(lambda: len(world.sessions) == 1)
@@ -391,6 +495,23 @@ async def test_shutdown_ends_command_waits_with_2_04_and_refuses_new_requests(wo
     await closing
     await world.server.aclose()  # idempotent
     assert len(world.sessions) == 0
+
+
+async def test_shutdown_delivers_the_2_04_of_every_wait_behind_one_address(world: World) -> None:
+    """Ended waits answer with separate responses, which aiocoap sends one at a time per remote
+    (NSTART 1): the second waits for the first one's ACK, and shutting the context down at once
+    dropped it (a device behind that address published and never heard back)."""
+    devices = [("d", "pw"), ("gw", "gwpw"), ("user1", "upw"), ("d", "pw")]
+    requests = [
+        asyncio.create_task(world.post(["v1", "t"], b"x", query=["ct=60"], auth=basic(f"{user}@{world.a}", password)))
+        for user, password in devices
+    ]
+    await eventually(lambda: len(world.sessions) == len(devices))
+    closing = asyncio.create_task(world.server.aclose())
+    async with asyncio.timeout(10):
+        responses = await asyncio.gather(*requests)
+    assert [response.code for response in responses] == [Code.CHANGED] * len(devices)
+    await closing
 
 
 async def test_requests_while_draining_are_5_03(world: World) -> None:

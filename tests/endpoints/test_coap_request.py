@@ -128,6 +128,22 @@ def test_read_request_takes_the_first_credentials() -> None:
     assert read_request(message.code, message.opt).authorization == BASIC
 
 
+@pytest.mark.parametrize("number", [27, 23], ids=["block1", "block2"])
+def test_a_repeated_block_option_is_an_unknown_critical_option(number: int) -> None:
+    """RFC 7252 section 5.4.5; aiocoap reads the first one, so reading either would disagree."""
+    message = request()
+    message.opt.add_option(BlockOption(number, BlockOption.BlockwiseTuple(0, True, 6)))
+    message.opt.add_option(BlockOption(number, BlockOption.BlockwiseTuple(3, False, 6)))
+    with pytest.raises(UnknownCriticalOption, match="not repeatable"):
+        read_request(message.code, message.opt)
+
+
+def test_a_repeated_size1_is_ignored_as_an_elective_option() -> None:
+    message = request(size1=10)
+    message.opt.add_option(type(message.opt.get_option(60)[0])(60, 99999))
+    assert read_request(message.code, message.opt).size1 == 10
+
+
 @pytest.mark.parametrize(
     ("options", "error"),
     [
