@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
-import queue as queue_module
-import resource
 import time
 from array import array
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from typing import Any, cast
 import aiocoap
 import aiocoap.optiontypes
 import uvloop
+from _harness import get_from_workers, own_cpu
 
 PAYLOAD = b'{"temp":21.5,"hum":40,"seq":1234567,"ok":1}'  # the MQTT bench's document
 JSON_FORMAT = 50  # application/json
@@ -189,7 +188,7 @@ async def _run(port: int, authorizations: list[str], counts: list[int], source_p
     ready.put(len(clients))
     if not await asyncio.to_thread(go.wait, 120):
         raise RuntimeError("no start signal")
-    cpu_before = _own_cpu()
+    cpu_before = own_cpu()
     started = time.perf_counter()
     for client in clients:
         client.start()
@@ -208,7 +207,7 @@ async def _run(port: int, authorizations: list[str], counts: list[int], source_p
             break  # bounded even if a reply never comes: what is still outstanding counts as lost
     # Up to the last reply, not to when this loop noticed it (up to 0.1 s later).
     elapsed = max([c.last_reply for c in clients] + [started + 1e-9]) - started
-    cpu = _own_cpu() - cpu_before
+    cpu = own_cpu() - cpu_before
     codes: dict[str, int] = {}
     for client in clients:
         for name, n in client.codes.items():
@@ -227,25 +226,11 @@ async def _run(port: int, authorizations: list[str], counts: list[int], source_p
     })
 
 
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
 
 def _worker(*args: Any) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_run(*args))
 
-
-def _get(queue: Queue[Any], workers: list[Any], timeout: float) -> Any:
-    """The next item from `queue`, failing fast when a worker died instead of waiting out the timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(queue_module.Empty):
-            return queue.get(timeout=0.5)
-        if any(w.exitcode not in (None, 0) for w in workers):
-            raise RuntimeError("a load worker failed (its traceback is above)")
-    raise RuntimeError(f"no answer from the load workers within {timeout}s")
 
 
 def run_load(port: int, authorizations: list[str], *, messages: int, window: int, time_limit: float,
@@ -276,11 +261,11 @@ def run_load(port: int, authorizations: list[str], *, messages: int, window: int
         worker.start()
     try:
         for _ in workers:
-            _get(ready, workers, 120)
+            get_from_workers(ready, workers, 120)
         if on_start is not None:
             on_start()
         go.set()
-        parts = [_get(results, workers, time_limit + 90) for _ in workers]
+        parts = [get_from_workers(results, workers, time_limit + 90) for _ in workers]
     finally:
         for worker in workers:
             worker.join(10)

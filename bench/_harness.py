@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import queue as queue_module
 import re
 import resource
 import shutil
@@ -21,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -235,3 +237,21 @@ def listener_pid(port: int) -> int | None:
                     if os.readlink(fd) in inodes:
                         return int(proc.name)
     return None
+
+
+def own_cpu() -> float:
+    """CPU seconds this process used so far (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def get_from_workers(queue: Any, workers: list[Any], timeout: float) -> Any:
+    """The next item from a multiprocessing `queue`, failing fast when a worker process died
+    instead of waiting out the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(queue_module.Empty):
+            return queue.get(timeout=0.5)
+        if any(w.exitcode not in (None, 0) for w in workers):
+            raise RuntimeError("a load worker failed (its traceback is above)")
+    raise RuntimeError(f"no answer from the load workers within {timeout}s")

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
-import queue as queue_module
-import resource
 import struct
 import time
 from collections.abc import Sequence
@@ -23,6 +21,7 @@ from typing import Any, cast
 
 import _mqtt_wire as wire
 import uvloop
+from _harness import get_from_workers, own_cpu
 
 PAYLOAD = b'{"temp":21.5,"hum":40,"seq":1234567,"ok":1}'  # ~40 bytes of JSON
 
@@ -149,7 +148,7 @@ async def _run(host: str, port: int, clients: list[Client], window: int, seconds
     ready.put((len(publishers), failures))
     if not await asyncio.to_thread(go.wait, 120):
         raise RuntimeError("no start signal")
-    cpu_before = _own_cpu()
+    cpu_before = own_cpu()
     started = time.perf_counter()
     for publisher in publishers:
         publisher.start()
@@ -161,7 +160,7 @@ async def _run(host: str, port: int, clients: list[Client], window: int, seconds
     # Drain: every publish sent must get its PUBACK (bounded wait; missing ones are reported).
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(*(p.drained for p in publishers)), 30)
-    cpu = _own_cpu() - cpu_before
+    cpu = own_cpu() - cpu_before
     broken = sum(1 for p in publishers if p.closed.done())
     for publisher in publishers:
         if publisher.transport is not None:
@@ -174,25 +173,11 @@ async def _run(host: str, port: int, clients: list[Client], window: int, seconds
     })
 
 
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
 
 def _worker(*args: Any) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(_run(*args))
 
-
-def _get(queue: Queue[Any], workers: list[Any], timeout: float) -> Any:
-    """The next item from `queue`, failing fast when a worker died instead of waiting out the timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(queue_module.Empty):
-            return queue.get(timeout=0.5)
-        if any(w.exitcode not in (None, 0) for w in workers):
-            raise RuntimeError("a load worker failed (its traceback is above)")
-    raise RuntimeError(f"no answer from the load workers within {timeout}s")
 
 
 def run_load(port: int, clients: list[Client], *, window: int, seconds: float, processes: int,
@@ -211,14 +196,14 @@ def run_load(port: int, clients: list[Client], *, window: int, seconds: float, p
     try:
         connected, failures = 0, dict[str, int]()
         for _ in workers:
-            count, failed = _get(ready, workers, 120)
+            count, failed = get_from_workers(ready, workers, 120)
             connected += count
             for outcome, n in failed.items():
                 failures[outcome] = failures.get(outcome, 0) + n
         if on_start is not None:
             on_start()
         go.set()
-        parts = [_get(results, workers, seconds + 90) for _ in workers]
+        parts = [get_from_workers(results, workers, seconds + 90) for _ in workers]
     finally:
         for worker in workers:
             worker.join(10)

@@ -40,6 +40,8 @@ class HeldBus:
     def __init__(self, bus: EmbeddedBus) -> None:
         self.bus = bus
         self.reached = asyncio.Event()
+        #: Sends waiting at the gate now.
+        self.waiting = 0
         self._open = asyncio.Event()
         self._open.set()
 
@@ -52,7 +54,11 @@ class HeldBus:
 
     async def send(self, topic: str, event: CloudEvent, key: str) -> None:
         self.reached.set()
-        await self._open.wait()
+        self.waiting += 1
+        try:
+            await self._open.wait()
+        finally:
+            self.waiting -= 1
         await self.bus.send(topic, event, key)
 
     def __getattr__(self, name: str) -> Any:
@@ -93,6 +99,9 @@ async def test_v311_retransmission_in_flight_is_not_acknowledged_twice(held: tup
         await asyncio.wait_for(bus.reached.wait(), 10)
         client.send(Publish("t", b"first", qos=1, packet_id=1, dup=True), Publish("t", b"second", qos=1, packet_id=2))
         await eventually(lambda: world.sessions and all(s.connection.inflight == 2 for s in world.listener._streams))
+        # Both at the gate before it opens: a publish whose task had not reached it yet would pass
+        # straight through and could reach the bus before the held one (no order is promised then).
+        await eventually(lambda: bus.waiting == 2)
         bus.release()
         acks = [await client.receive(), await client.receive()]
         assert acks == [PubAck(1), PubAck(2)], acks
