@@ -44,7 +44,7 @@ from hawser.errors import (
     Overloaded,
     PayloadTooLarge,
 )
-from hawser.http_body import check_content_length, receive_body
+from hawser.http_body import check_content_length, header_values, receive_body
 from hawser.problems import ProblemResponse, exception_handlers, internal_error, problem_for
 from hawser.telemetry import operational_routes
 
@@ -80,19 +80,6 @@ def match_publish_path(path: str) -> tuple[str, str | None] | None:
     if not channel:
         return None
     return channel, (rest or None) if slash else None
-
-
-def _header_values(scope: Scope) -> tuple[str | None, str | None, str | None]:
-    """Authorization, Content-Type and Content-Length, read once from the raw header list."""
-    authorization = content_type = content_length = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            authorization = value.decode("latin-1")
-        elif name == b"content-type":
-            content_type = value.decode("latin-1")
-        elif name == b"content-length":
-            content_length = value.decode("latin-1")
-    return authorization, content_type, content_length
 
 
 _ACCEPTED_START: Message = {"type": "http.response.start", "status": 202, "headers": [(b"content-length", b"0")]}
@@ -138,7 +125,7 @@ class HttpEndpoint:
     async def publish(self, scope: Scope, receive: Receive, channel: str, as_device: str | None) -> Response | None:
         """None once the bus holds the event (202), else the error reply."""
         try:
-            authorization, content_type, content_length = _header_values(scope)
+            authorization, content_type, content_length = header_values(scope)
             raw_query = scope["query_string"]
             query = dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)) if raw_query else {}
             credentials = parse_basic_auth(

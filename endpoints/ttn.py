@@ -19,7 +19,7 @@ from endpoints._ttn_documents import FIELDS, FULL, JSON_TYPE, OCTET_STREAM, RAW,
 from endpoints.ingest import Ingest
 from endpoints.uplink import parse_basic_auth, parse_uplink
 from hawser.errors import HawserError
-from hawser.http_body import check_content_length, receive_body
+from hawser.http_body import check_content_length, header_values, receive_body
 from hawser.problems import ProblemResponse, internal_error
 
 log = logging.getLogger(__name__)
@@ -56,17 +56,6 @@ def port_data_schema(lorawan_spec: Mapping[str, object], port: int | None) -> st
     return schema if isinstance(schema, str) and schema else None
 
 
-def _headers(scope: Scope) -> tuple[str | None, str | None]:
-    """Authorization and Content-Length (TTN always sends JSON: the content type is not read)."""
-    authorization = content_length = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            authorization = value.decode("latin-1")
-        elif name == b"content-length":
-            content_length = value.decode("latin-1")
-    return authorization, content_length
-
-
 class TtnWebhooks:
     """The ASGI app serving `TTN_PATHS`; `error_response` is the HTTP endpoint's error table."""
 
@@ -97,7 +86,7 @@ class TtnWebhooks:
         """None once the bus holds the event (202), else the error reply. Nothing is published
         unless the whole document was read and understood."""
         try:
-            authorization, content_length = _headers(scope)
+            authorization, _, content_length = header_values(scope)  # TTN always sends JSON
             raw_query = scope["query_string"]
             query = dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)) if raw_query else {}
             credentials = parse_basic_auth(

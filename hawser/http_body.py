@@ -7,9 +7,23 @@ again as soon as more than the limit has streamed in, so it is never buffered pa
 from __future__ import annotations
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 from hawser.errors import BadRequest, PayloadTooLarge
+
+
+def header_values(scope: Scope) -> tuple[str | None, str | None, str | None]:
+    """Authorization, Content-Type and Content-Length of a device request, read once from the raw
+    header list (cheaper than Starlette's header objects on the publish paths)."""
+    authorization = content_type = content_length = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name == b"content-length":
+            content_length = value.decode("latin-1")
+    return authorization, content_type, content_length
 
 
 def check_content_length(value: str | None, limit: int) -> None:
